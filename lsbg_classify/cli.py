@@ -1,0 +1,291 @@
+"""The ``lsbg-classify`` command: a thin layer over the library."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
+from .version import __version__
+
+__all__ = ["main", "build_parser"]
+
+
+class UsageError(Exception):
+    """A problem with the command line or its inputs, shown without a traceback."""
+
+
+def _add_source_options(p):
+    p.add_argument("--survey", default="des", choices=["des", "hsc"],
+                   help="survey whose images and bundled model are used (default: des)")
+    p.add_argument("--backend", default="legacysurvey",
+                   help="image source: legacysurvey (default), hips, local, simulated, or an "
+                        "installed plug-in")
+    p.add_argument("--base-url", help="server of the legacysurvey or hips backend "
+                                      "(default: the public service, or $LSBG_CLASSIFY_LEGACYSURVEY_URL)")
+    p.add_argument("--format", dest="image_format", choices=["jpeg", "fits"],
+                   help="cutout format where the backend offers both (default: the backend's first)")
+    p.add_argument("--image", action="append", default=[], metavar="BAND=PATH",
+                   help="local backend: FITS image with WCS for one band (repeat per band)")
+    p.add_argument("--seed", type=int, default=0, help="simulated backend: sky seed")
+    p.add_argument("--cache", help="cutout cache directory (default: the user cache directory)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cutout cache")
+    p.add_argument("--refresh", action="store_true", help="fetch cutouts again even if cached")
+    p.add_argument("--workers", type=int, default=8, help="concurrent requests (default: 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_catalog_options(p):
+    p.add_argument("--ra-col", help="RA column (default: found by name)")
+    p.add_argument("--dec-col", help="Dec column (default: found by name)")
+
+
+def build_parser():
+    """The argument parser of ``lsbg-classify``."""
+    parser = argparse.ArgumentParser(
+        prog="lsbg-classify",
+        description="Separate real low-surface-brightness galaxies from artifacts with DeepShadows.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="score a candidate catalog")
+    p.add_argument("input", help="catalog with RA/Dec (FITS, CSV, ECSV, Parquet, VOTable, ...)")
+    p.add_argument("-o", "--output", required=True, help="scored catalog to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--model", help="weights file (default: the bundled model of --survey)")
+    p.add_argument("--threshold", type=float, default=0.5, help="class threshold (default 0.5)")
+    p.add_argument("--on-invalid", choices=["raise", "flag"], default="raise",
+                   help="invalid positions: stop with an error (default) or flag the rows")
+    p.add_argument("--batch-size", type=int, default=256, help="images per model call")
+    _add_catalog_options(p)
+    _add_source_options(p)
+
+    p = sub.add_parser("demo", help="classify a simulated candidate catalog offline")
+    p.add_argument("-o", "--output-dir", default="lsbg_demo_output", help="where to write results")
+    p.add_argument("-n", "--rows", type=int, default=48, help="candidates to simulate")
+    p.add_argument("--survey", default="des", choices=["des", "hsc"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("cache", help="inspect or empty the cutout cache")
+    p.add_argument("action", choices=["info", "clear"])
+    p.add_argument("--cache", help="cache directory (default: the user cache directory)")
+    p.add_argument("--backend", help="clear only this backend's cutouts")
+
+    p = sub.add_parser("fetch", help="labelled catalog -> cutout data set (.npz) for training")
+    p.add_argument("input", help="catalog with RA/Dec and a 0/1 label column")
+    p.add_argument("-o", "--output", required=True, help="data set file (.npz)")
+    p.add_argument("--label-col", default="label", help="label column, 1 = LSBG (default: label)")
+    _add_catalog_options(p)
+    _add_source_options(p)
+
+    p = sub.add_parser("simulate", help="simulated labelled data set (.npz) for training")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-n", "--rows", type=int, required=True, help="cutouts (balanced classes)")
+    p.add_argument("--survey", default="des", choices=["des", "hsc"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-randomize", action="store_true", help="no domain randomisation")
+    p.add_argument("--workers", type=int, default=1, help="processes")
+
+    for name, helptext, d in (
+        ("train", "train DeepShadows (paper defaults)", TRAIN_DEFAULTS),
+        ("finetune", "fine-tune weights on a new survey (paper defaults)", FINETUNE_DEFAULTS),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("data", help="training data set (.npz)")
+        p.add_argument("-o", "--output-dir", required=True)
+        p.add_argument("--val", help="validation data set (default: a split of DATA)")
+        p.add_argument("--val-fraction", type=float, default=0.125)
+        p.add_argument("--weights", required=(name == "finetune"),
+                       help="initial weights (.weights.h5)" + (" (required)" if name == "finetune" else ""))
+        p.add_argument("--epochs", type=int, default=d["epochs"])
+        p.add_argument("--batch-size", type=int, default=d["batch_size"])
+        p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
+        p.add_argument("--patience", type=int, help="early stop after N epochs without improvement")
+        p.add_argument("--no-augment", action="store_true")
+        p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("evaluate", help="metrics, confusion matrix and ROC of a model on a data set")
+    p.add_argument("data", help="labelled data set (.npz)")
+    p.add_argument("--model", default="des", help="des, hsc or a weights file")
+    p.add_argument("-o", "--output-dir", help="write metrics table and PNG figures here")
+    p.add_argument("--threshold", type=float, default=0.5)
+    return parser
+
+
+def _cache_arg(args):
+    if getattr(args, "no_cache", False):
+        return None
+    from .cache import CutoutCache
+
+    return CutoutCache(args.cache) if args.cache else CutoutCache()
+
+
+def _backend_from_args(args):
+    from .surveys import get_backend
+
+    options = {}
+    if args.base_url:
+        options["base_url"] = args.base_url
+    if args.image_format:
+        options["image_format"] = args.image_format
+    if args.backend == "local":
+        images = {}
+        for item in args.image:
+            band, sep_, path = item.partition("=")
+            if not sep_:
+                raise UsageError(f"--image expects BAND=PATH, got {item!r}")
+            images.setdefault(band, []).append(path)
+        options["images"] = images
+    if args.backend == "simulated":
+        options["seed"] = args.seed
+    return get_backend(args.backend, survey=args.survey, **options)
+
+
+def _cmd_classify(args):
+    from .catalog import read_catalog, same_file, write_catalog
+    from .pipeline import classify_catalog
+
+    out = Path(args.output)
+    if same_file(args.input, out):
+        raise UsageError("the output file must differ from the input file")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+    table = read_catalog(args.input)
+    with _backend_from_args(args) as backend:
+        scored = classify_catalog(
+            table, survey=args.survey, backend=backend, model=args.model,
+            threshold=args.threshold, ra_col=args.ra_col, dec_col=args.dec_col,
+            on_invalid=args.on_invalid, cache=_cache_arg(args) or False, refresh=args.refresh,
+            workers=args.workers, batch_size=args.batch_size,
+            progress=False if args.quiet else None,
+        )
+    write_catalog(scored, out, overwrite=args.overwrite)
+    _print_summary(scored, out)
+
+
+def _print_summary(scored, out):
+    import numpy as np
+
+    values, counts = np.unique(np.asarray(scored["lsbg_status"]), return_counts=True)
+    by_status = ", ".join(f"{v}: {c}" for v, c in zip(values, counts))
+    n_lsbg = int(np.sum(np.asarray(scored["lsbg_class"].filled(0)) == 1)) if hasattr(
+        scored["lsbg_class"], "filled") else int(np.sum(scored["lsbg_class"] == 1))
+    print(f"wrote {out}: {len(scored)} rows ({by_status}); {n_lsbg} classified as LSBG")
+
+
+def _cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(args.output_dir, n_rows=args.rows, survey=args.survey, seed=args.seed,
+             progress=False if args.quiet else None)
+
+
+def _cmd_cache(args):
+    from .cache import CutoutCache
+
+    cache = CutoutCache(args.cache) if args.cache else CutoutCache()
+    if args.action == "info":
+        info = cache.info()
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    else:
+        removed = cache.clear(backend=args.backend)
+        print(f"removed {removed} cached cutouts from {cache.directory}")
+
+
+def _cmd_fetch(args):
+    import numpy as np
+
+    from .catalog import extract_positions, read_catalog
+    from .pipeline import fetch_images
+    from .preprocess import as_uint8
+    from .training import save_dataset
+
+    table = read_catalog(args.input)
+    if args.label_col not in table.colnames:
+        raise UsageError(f"label column {args.label_col!r} not in {args.input}; "
+                         f"columns: {', '.join(table.colnames)}")
+    labels = np.asarray(table[args.label_col])
+    positions = extract_positions(table, ra_col=args.ra_col, dec_col=args.dec_col, on_invalid="flag")
+    with _backend_from_args(args) as backend:
+        fetched = fetch_images(positions.ra, positions.dec, backend, cache=_cache_arg(args) or False,
+                               refresh=args.refresh, workers=args.workers,
+                               progress=False if args.quiet else None, valid=positions.valid)
+    ok = fetched.status == "ok"
+    save_dataset(args.output, as_uint8(fetched.images[ok]), labels[ok].astype(np.int8),
+                 ra=positions.ra[ok], dec=positions.dec[ok], row=np.flatnonzero(ok))
+    print(f"wrote {args.output}: {ok.sum()} of {len(ok)} rows have cutouts")
+
+
+def _cmd_simulate(args):
+    from .simulation import make_training_set
+    from .training import save_dataset
+
+    X, y = make_training_set(args.rows, survey=args.survey, seed=args.seed,
+                             randomize=not args.no_randomize, workers=args.workers)
+    save_dataset(args.output, X, y)
+    print(f"wrote {args.output}: {len(y)} simulated cutouts ({int(y.sum())} LSBGs)")
+
+
+def _cmd_train(args):
+    from .training import load_dataset, split_dataset, train
+
+    X, y, _ = load_dataset(args.data)
+    if args.val:
+        X_val, y_val, _ = load_dataset(args.val)
+    else:
+        train_idx, val_idx = split_dataset(len(y), (1 - args.val_fraction, args.val_fraction),
+                                           seed=args.seed)
+        X, y, X_val, y_val = X[train_idx], y[train_idx], X[val_idx], y[val_idx]
+    record = train(X, y, X_val, y_val, args.output_dir, epochs=args.epochs,
+                   batch_size=args.batch_size, learning_rate=args.learning_rate,
+                   initial_weights=args.weights, augment=not args.no_augment,
+                   patience=args.patience, seed=args.seed)
+    print(f"best epoch {record['best_epoch']} of {record['epochs_run']}: validation accuracy "
+          f"{record['best_val_accuracy']:.3f}; weights in {Path(args.output_dir) / 'best.weights.h5'}")
+
+
+def _cmd_evaluate(args):
+    from .evaluate import evaluate_model
+    from .model import load_model
+    from .training import load_dataset
+
+    X, y, _ = load_dataset(args.data)
+    table, _ = evaluate_model(load_model(args.model), X, y, args.output_dir, args.threshold)
+    table.pprint(max_lines=-1)
+    m = table.meta
+    print(f"confusion: TN {m['tn']}  FP {m['fp']}  FN {m['fn']}  TP {m['tp']}  (n = {m['n']})")
+
+
+COMMANDS = {
+    "classify": _cmd_classify,
+    "demo": _cmd_demo,
+    "cache": _cmd_cache,
+    "fetch": _cmd_fetch,
+    "simulate": _cmd_simulate,
+    "train": _cmd_train,
+    "finetune": _cmd_train,
+    "evaluate": _cmd_evaluate,
+}
+
+
+def main(argv=None):
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from .catalog import CatalogError
+    from .surveys import FetchError
+
+    try:
+        COMMANDS[args.command](args)
+    except (UsageError, CatalogError, FetchError, FileNotFoundError, ValueError) as exc:
+        print(f"lsbg-classify {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Classifier metrics with bootstrap intervals, and the paper's figures.
+
+The paper reports accuracy, precision, recall, F1 and ROC AUC with
+bootstrap 95% intervals, confusion matrices and ROC curves; so does this.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+from sklearn import metrics as skm
+
+__all__ = ["binary_metrics", "bootstrap_intervals", "metrics_table", "plot_confusion",
+           "plot_roc", "plot_history", "evaluate_model"]
+
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc")
+N_BOOTSTRAP = 1000
+CONFIDENCE = 0.95
+
+
+def binary_metrics(y_true, prob, threshold=0.5):
+    """Accuracy, precision, recall, F1, ROC AUC and the confusion matrix.
+
+    Parameters
+    ----------
+    y_true : array_like of {0, 1}
+        Labels, 1 = LSBG.
+    prob : array_like of float
+        Predicted LSBG probabilities.
+    threshold : float
+        Probability at or above which an object is called an LSBG.
+
+    Returns
+    -------
+    dict
+        The metrics, plus ``tn``, ``fp``, ``fn``, ``tp`` counts.  ROC AUC
+        is NaN when only one class is present.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=float)
+    pred = (prob >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y_true, pred, labels=[0, 1]).ravel()
+    both = len(np.unique(y_true)) == 2
+    return {
+        "accuracy": skm.accuracy_score(y_true, pred),
+        "precision": skm.precision_score(y_true, pred, zero_division=0),
+        "recall": skm.recall_score(y_true, pred, zero_division=0),
+        "f1": skm.f1_score(y_true, pred, zero_division=0),
+        "roc_auc": skm.roc_auc_score(y_true, prob) if both else np.nan,
+        "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
+    }
+
+
+def bootstrap_intervals(y_true, prob, threshold=0.5, n_boot=N_BOOTSTRAP, level=CONFIDENCE, seed=0):
+    """Percentile bootstrap intervals of :data:`METRIC_NAMES`.
+
+    Returns
+    -------
+    dict
+        Metric name → (low, high).
+    """
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=float)
+    rng = np.random.default_rng(seed)
+    draws = {name: [] for name in METRIC_NAMES}
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y_true), len(y_true))
+        m = binary_metrics(y_true[idx], prob[idx], threshold)
+        for name in METRIC_NAMES:
+            draws[name].append(m[name])
+    tail = 100 * (1 - level) / 2
+    return {
+        name: tuple(np.nanpercentile(values, [tail, 100 - tail]))
+        for name, values in draws.items()
+    }
+
+
+def metrics_table(y_true, prob, threshold=0.5, n_boot=N_BOOTSTRAP, seed=0):
+    """Metrics with their intervals as an astropy Table (one row per metric)."""
+    point = binary_metrics(y_true, prob, threshold)
+    ci = bootstrap_intervals(y_true, prob, threshold, n_boot=n_boot, seed=seed)
+    table = Table(
+        {
+            "metric": list(METRIC_NAMES),
+            "value": [point[m] for m in METRIC_NAMES],
+            "ci_low": [ci[m][0] for m in METRIC_NAMES],
+            "ci_high": [ci[m][1] for m in METRIC_NAMES],
+        }
+    )
+    for col in ("value", "ci_low", "ci_high"):
+        table[col].format = ".3f"
+    table.meta.update({k: point[k] for k in ("tn", "fp", "fn", "tp")})
+    table.meta["n"] = int(len(y_true))
+    table.meta["confidence"] = CONFIDENCE
+    return table
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(counts, path, title="Confusion matrix"):
+    """Save a 2×2 confusion-matrix figure; ``counts`` has tn, fp, fn, tp."""
+    plt = _pyplot()
+    matrix = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center",
+                color="white" if value > matrix.max() / 2 else "black")
+    ax.set_xticks([0, 1], ["artifact", "LSBG"])
+    ax.set_yticks([0, 1], ["artifact", "LSBG"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_roc(curves, path, title="ROC"):
+    """Save ROC curves; ``curves`` maps a label to (y_true, prob)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    for label, (y_true, prob) in curves.items():
+        fpr, tpr, _ = skm.roc_curve(y_true, prob)
+        ax.plot(fpr, tpr, label=f"{label} (AUC {skm.auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="gray")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_history(history, path):
+    """Save accuracy and loss curves from a Keras history dict."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, key in zip(axes, ("accuracy", "loss")):
+        ax.plot(history[key], label="train")
+        ax.plot(history[f"val_{key}"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate_model(model, X, y, output_dir=None, threshold=0.5, label="test", seed=0):
+    """Score a labelled data set and write the metrics table and figures.
+
+    Parameters
+    ----------
+    model : LSBGModel
+    X, y : numpy.ndarray
+        Images (n, 64, 64, 3), uint8 or float in [0, 1], and 0/1 labels.
+    output_dir : path-like, optional
+        Receives ``metrics_<label>.ecsv``, ``confusion_<label>.png`` and
+        ``roc_<label>.png``.
+
+    Returns
+    -------
+    table : `~astropy.table.Table`
+        From :func:`metrics_table`.
+    prob : numpy.ndarray
+        The predicted probabilities.
+    """
+    prob = model.predict(X)
+    table = metrics_table(y, prob, threshold, seed=seed)
+    if output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        table.write(out / f"metrics_{label}.ecsv", overwrite=True)
+        plot_confusion(table.meta, out / f"confusion_{label}.png", title=f"{model.name}: {label}")
+        if len(np.unique(y)) == 2:
+            plot_roc({model.name: (y, prob)}, out / f"roc_{label}.png", title=f"{model.name}: {label}")
+    return table, prob

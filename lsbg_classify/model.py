@@ -1,0 +1,222 @@
+"""The DeepShadows convolutional network and its bundled weights.
+
+Architecture and optimiser follow Table 1 and Section 4 of Tanoglidis,
+Ćiprijanović & Drlica-Wagner (2021, Astronomy & Computing 35, 100469).
+"""
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .preprocess import MODEL_IMAGE_SIZE
+
+__all__ = [
+    "INPUT_SHAPE",
+    "BUNDLED_MODELS",
+    "build_deepshadows",
+    "compile_deepshadows",
+    "LSBGModel",
+    "load_model",
+    "bundled_weights_path",
+]
+
+# Hyper-parameters of the paper.
+INPUT_SHAPE = (MODEL_IMAGE_SIZE, MODEL_IMAGE_SIZE, 3)
+CONV_FILTERS = (16, 32, 64)
+CONV_KERNEL = 3
+CONV_L2 = 0.13
+DENSE_UNITS = 1024
+DENSE_L2 = 0.12
+DROPOUT_RATE = 0.4
+LEARNING_RATE = 0.1
+
+#: Names of the weights shipped with the package.
+BUNDLED_MODELS = ("des", "hsc")
+
+# Inference batch: large enough to amortise per-call overhead, small enough
+# for a laptop's memory (4096 floats × 1024 per image in the dense layer).
+PREDICT_BATCH = 256
+
+
+def _keras():
+    # Importing TensorFlow costs seconds; keep it out of `import lsbg_classify`.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras
+
+
+def build_deepshadows(input_shape=INPUT_SHAPE):
+    """Build the DeepShadows network, uncompiled, with random weights.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        (height, width, channels) of the images, (64, 64, 3) in the paper.
+
+    Returns
+    -------
+    keras.Sequential
+        4,220,385 trainable parameters for 64×64×3 inputs.
+    """
+    keras = _keras()
+    layers = [keras.Input(shape=input_shape)]
+    for filters in CONV_FILTERS:
+        layers += [
+            keras.layers.Conv2D(
+                filters,
+                CONV_KERNEL,
+                strides=1,
+                padding="same",
+                activation="relu",
+                kernel_regularizer=keras.regularizers.L2(CONV_L2),
+            ),
+            keras.layers.BatchNormalization(),
+            keras.layers.MaxPooling2D(pool_size=2),
+            keras.layers.Dropout(DROPOUT_RATE),
+        ]
+    layers += [
+        keras.layers.Flatten(),
+        keras.layers.Dense(
+            DENSE_UNITS, activation="relu", kernel_regularizer=keras.regularizers.L2(DENSE_L2)
+        ),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ]
+    return keras.Sequential(layers, name="deepshadows")
+
+
+def compile_deepshadows(model, learning_rate=LEARNING_RATE):
+    """Compile with the paper's loss and optimiser (Adadelta)."""
+    keras = _keras()
+    model.compile(
+        optimizer=keras.optimizers.Adadelta(learning_rate=learning_rate),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def bundled_weights_path(name):
+    """Path of the weights file bundled for ``name`` (``"des"``/``"hsc"``)."""
+    if name not in BUNDLED_MODELS:
+        raise ValueError(f"no bundled model {name!r}; bundled: {BUNDLED_MODELS}")
+    return Path(str(resources.files("lsbg_classify") / "data" / "models" / f"{name}.weights.h5"))
+
+
+def file_sha256(path):
+    """SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class LSBGModel:
+    """A trained classifier: Keras network plus where it came from.
+
+    Parameters
+    ----------
+    network : keras.Model
+        Maps (n, 64, 64, 3) images in [0, 1] to (n, 1) LSBG probabilities.
+    name : str
+        ``"des"``, ``"hsc"`` or the file name of user weights.
+    weights_sha256 : str
+        Checksum of the weights file, for provenance.
+    card : dict
+        Training record shipped beside the weights (may be empty).
+    """
+
+    def __init__(self, network, name, weights_sha256="", card=None):
+        self.network = network
+        self.name = name
+        self.weights_sha256 = weights_sha256
+        self.card = card or {}
+
+    def predict(self, images, batch_size=PREDICT_BATCH):
+        """LSBG probability for each image.
+
+        Parameters
+        ----------
+        images : array_like, shape (n, 64, 64, 3)
+            Model inputs in [0, 1] (uint8 arrays are divided by 255).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n,), float32
+        """
+        images = np.asarray(images)
+        if images.dtype == np.uint8:
+            images = images.astype(np.float32) / 255.0
+        images = images.astype(np.float32, copy=False)
+        if images.ndim != 4 or images.shape[1:] != tuple(self.network.input_shape[1:]):
+            raise ValueError(
+                f"expected images of shape (n, {', '.join(map(str, self.network.input_shape[1:]))}),"
+                f" got {images.shape}"
+            )
+        out = np.empty(len(images), dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            out[start : start + len(batch)] = np.asarray(
+                self.network(batch, training=False)
+            ).reshape(-1)
+        return out
+
+    def provenance(self):
+        """Entries for the output table's ``meta``."""
+        return {"model": self.name, "weights_sha256": self.weights_sha256}
+
+
+def load_model(model="des"):
+    """Load the bundled DeepShadows weights or a user's own.
+
+    Parameters
+    ----------
+    model : str or path-like or LSBGModel
+        ``"des"`` or ``"hsc"`` for the bundled weights; a ``.weights.h5``
+        file (weights for the DeepShadows architecture); or a ``.keras``
+        file (a whole model, loaded in Keras safe mode so no code stored
+        in the file is ever run).
+
+    Returns
+    -------
+    LSBGModel
+    """
+    if isinstance(model, LSBGModel):
+        return model
+    if isinstance(model, str) and model.lower() in BUNDLED_MODELS:
+        name = model.lower()
+        path = bundled_weights_path(name)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"the bundled {name!r} weights are missing from this installation ({path.name});"
+                " reinstall lsbg-classify"
+            )
+    else:
+        path = Path(model)
+        name = path.name
+        if not path.exists():
+            raise FileNotFoundError(f"model file {path} does not exist")
+    return LSBGModel(_load_network(path), name, file_sha256(path), _read_card(path))
+
+
+def _load_network(path):
+    keras = _keras()
+    if path.name.endswith(".weights.h5"):
+        network = build_deepshadows()
+        network.load_weights(path)
+        return network
+    if path.suffix == ".keras":
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    raise ValueError(f"{path}: expected a '.weights.h5' or '.keras' file")
+
+
+def _read_card(weights_path):
+    card_path = Path(str(weights_path).removesuffix(".weights.h5") + ".json")
+    if card_path.exists():
+        return json.loads(card_path.read_text())
+    return {}

@@ -1,0 +1,254 @@
+"""Score a candidate catalog: positions → cutouts → DeepShadows probabilities.
+
+:func:`classify_catalog` is the library entry point;
+:func:`fetch_images` is the fetch-and-preprocess stage on its own (used to
+build training sets too); :func:`classify_partition` is the per-partition
+form for Dask/LSDB frames.
+"""
+
+import datetime
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import status
+from .cache import CutoutCache
+from .catalog import add_result_columns, extract_positions
+from .model import load_model
+from .preprocess import MODEL_IMAGE_SIZE, prepare_payload
+from .surveys import get_backend
+from .version import __version__
+
+__all__ = ["classify_catalog", "fetch_images", "score_positions", "FetchedImages", "DEFAULT_THRESHOLD"]
+
+DEFAULT_THRESHOLD = 0.5
+# Concurrent requests to a public service: enough to hide latency, few
+# enough to be polite to a server with no documented rate limit.
+DEFAULT_WORKERS = 8
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclass
+class FetchedImages:
+    """Model inputs for a set of positions.
+
+    Attributes
+    ----------
+    images : numpy.ndarray, shape (n, 64, 64, 3), float32
+        Zero where no image could be had.
+    status : numpy.ndarray of str, shape (n,)
+        Per-row status (see :mod:`lsbg_classify.status`).
+    messages : dict
+        Row index → why that row is not ``ok``.
+    """
+
+    images: np.ndarray
+    status: np.ndarray
+    messages: dict
+
+
+def _open_cache(cache):
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, CutoutCache):
+        return cache
+    if cache is True:
+        return CutoutCache()
+    return CutoutCache(cache)
+
+
+def _progress(total, desc, progress):
+    # tqdm's disable=None turns the bar off when stderr is not a terminal.
+    return tqdm(total=total, desc=desc, unit="img", disable=None if progress is None else not progress)
+
+
+def _iter_outcomes(backend, ra, dec, rows, cache, refresh, workers):
+    """Yield (row, FetchOutcome) for ``rows``, from the cache when possible."""
+    missing = []
+    for row in rows:
+        hit = None if (cache is None or refresh) else cache.get(backend.cache_key(ra[row], dec[row]))
+        if hit is None:
+            missing.append(row)
+        else:
+            yield row, hit
+    fetched = backend.fetch(ra[missing], dec[missing], workers=workers)
+    for i, outcome in fetched:
+        row = missing[i]
+        if cache is not None:
+            cache.put(backend.cache_key(ra[row], dec[row]), outcome)
+        yield row, outcome
+
+
+def _iter_images(backend, ra, dec, rows, cache, refresh, workers, progress):
+    """Yield (row, image or None, status, message) as cutouts arrive."""
+    bar = _progress(len(rows), "fetch", progress)
+    try:
+        for row, outcome in _iter_outcomes(backend, ra, dec, rows, cache, refresh, workers):
+            bar.update()
+            if outcome.status != status.OK:
+                yield row, None, outcome.status, outcome.message
+                continue
+            image, row_status, message = prepare_payload(outcome.payload, backend.survey.colour)
+            yield row, image, row_status, message
+    finally:
+        bar.close()
+
+
+def fetch_images(ra, dec, backend, cache=True, refresh=False, workers=DEFAULT_WORKERS,
+                 progress=None, valid=None):
+    """Fetch and preprocess the cutouts of many positions.
+
+    Parameters
+    ----------
+    ra, dec : array_like
+        Positions in degrees (ICRS).
+    backend : SurveyBackend
+        Image source.
+    cache : bool, str, path-like or CutoutCache
+        Persistent cutout cache: True for the default directory, a path, or
+        False/None for none.
+    refresh : bool
+        Fetch again even when the cache has the cutout (and update it).
+    workers : int
+        Concurrent requests.
+    progress : bool or None
+        Show a progress bar; None shows it only on a terminal.
+    valid : array_like of bool, optional
+        Rows to fetch; the others get status ``invalid_position``.
+
+    Returns
+    -------
+    FetchedImages
+    """
+    ra = np.asarray(ra, dtype=np.float64)
+    dec = np.asarray(dec, dtype=np.float64)
+    n = len(ra)
+    valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    images = np.zeros((n, MODEL_IMAGE_SIZE, MODEL_IMAGE_SIZE, 3), np.float32)
+    row_status = np.full(n, status.INVALID_POSITION, dtype=f"U{status.STATUS_WIDTH}")
+    messages = {}
+    rows = np.flatnonzero(valid)
+    for row, image, st, message in _iter_images(
+        backend, ra, dec, rows, _open_cache(cache), refresh, workers, progress
+    ):
+        row_status[row] = st
+        if image is not None:
+            images[row] = image
+        if message:
+            messages[int(row)] = message
+    return FetchedImages(images, row_status, messages)
+
+
+def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=DEFAULT_WORKERS,
+                    batch_size=DEFAULT_BATCH_SIZE, progress=None, valid=None):
+    """LSBG probabilities for positions, scoring batches while fetching goes on.
+
+    Parameters are those of :func:`fetch_images`, plus ``model`` (an
+    :class:`~lsbg_classify.model.LSBGModel`) and ``batch_size`` (images per
+    model call).
+
+    Returns
+    -------
+    prob : numpy.ndarray, shape (n,), float32
+        NaN where the row has no usable image.
+    row_status : numpy.ndarray of str, shape (n,)
+    messages : dict
+        Row index → reason for rows that are not ``ok``.
+    """
+    ra = np.asarray(ra, dtype=np.float64)
+    dec = np.asarray(dec, dtype=np.float64)
+    n = len(ra)
+    valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    prob = np.full(n, np.nan, np.float32)
+    row_status = np.full(n, status.INVALID_POSITION, dtype=f"U{status.STATUS_WIDTH}")
+    messages = {}
+    pending_rows, pending_images = [], []
+
+    def flush():
+        if pending_rows:
+            prob[pending_rows] = model.predict(np.stack(pending_images), batch_size=batch_size)
+            pending_rows.clear()
+            pending_images.clear()
+
+    rows = np.flatnonzero(valid)
+    for row, image, st, message in _iter_images(
+        backend, ra, dec, rows, _open_cache(cache), refresh, workers, progress
+    ):
+        row_status[row] = st
+        if message:
+            messages[int(row)] = message
+        if image is not None:
+            pending_rows.append(row)
+            pending_images.append(image)
+            if len(pending_rows) >= batch_size:
+                flush()
+    flush()
+    return prob, row_status, messages
+
+
+def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
+                     threshold=DEFAULT_THRESHOLD, ra_col=None, dec_col=None, on_invalid="raise",
+                     cache=True, refresh=False, workers=DEFAULT_WORKERS,
+                     batch_size=DEFAULT_BATCH_SIZE, progress=None, backend_options=None):
+    """Score every candidate of a catalog with DeepShadows.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Candidates with sky positions.  Not modified.
+    survey : {"des", "hsc"}
+        Survey whose images are used; also picks the bundled model.
+    backend : str or SurveyBackend
+        Image source: ``"legacysurvey"`` (the paper's), ``"hips"``,
+        ``"local"``, ``"simulated"``, one added by another package, or an
+        instance.
+    model : str, path-like or LSBGModel, optional
+        Defaults to the bundled model of ``survey``.
+    threshold : float
+        ``lsbg_class`` is 1 where ``lsbg_prob >= threshold``.
+    ra_col, dec_col : str, optional
+        Position columns; found by name when omitted.
+    on_invalid : {"raise", "flag"}
+        What to do with invalid positions: raise a
+        :class:`~lsbg_classify.catalog.CatalogError` naming the rows, or
+        give them status ``invalid_position``.
+    cache : bool, str, path-like or CutoutCache
+        Persistent cutout cache (default: the user cache directory).
+    refresh : bool
+        Ignore cached cutouts and fetch again.
+    workers : int
+        Concurrent requests to the image service.
+    batch_size : int
+        Images per model call.
+    progress : bool or None
+        Progress bars; None shows them only on a terminal.
+    backend_options : dict, optional
+        Passed to the backend's constructor (e.g. ``{"base_url": ...}``).
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        A copy of ``table`` with ``lsbg_prob`` (float32 in [0, 1], masked
+        where no image), ``lsbg_class`` and ``lsbg_status`` added, and
+        provenance under ``meta["LSBG_CLASSIFY"]``.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    positions = extract_positions(table, ra_col=ra_col, dec_col=dec_col, on_invalid=on_invalid)
+    source = get_backend(backend, survey=survey, **(backend_options or {}))
+    classifier = load_model(survey if model is None else model)
+    prob, row_status, _ = score_positions(
+        positions.ra, positions.dec, source, classifier, cache=cache, refresh=refresh,
+        workers=workers, batch_size=batch_size, progress=progress, valid=positions.valid,
+    )
+    scored = np.isfinite(prob)
+    lsbg_class = np.where(scored & (prob >= threshold), 1, 0).astype(np.int8)
+    meta = {
+        "version": __version__,
+        **classifier.provenance(),
+        **source.describe(),
+        "threshold": float(threshold),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return add_result_columns(table, prob, lsbg_class, row_status, meta=meta)

@@ -1,0 +1,55 @@
+"""Contact sheets: cutouts in a grid with their probabilities, as PNG."""
+
+import numpy as np
+
+__all__ = ["contact_sheet"]
+
+SHEET_COLUMNS = 8
+
+
+def contact_sheet(images, path, captions=None, labels=None, columns=SHEET_COLUMNS, title=None):
+    """Save cutouts in a grid.
+
+    Parameters
+    ----------
+    images : array_like, shape (n, ny, nx, 3)
+        Images in [0, 1] or uint8.
+    path : path-like
+        PNG file to write.
+    captions : sequence of str, optional
+        Text under each image (e.g. ``"p=0.93"``).
+    labels : sequence of {0, 1, -1}, optional
+        Frame colour: green for 1 (LSBG), red for 0 (artifact), none for -1.
+    columns : int
+        Images per row.
+    title : str, optional
+        Figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images)
+    n = len(images)
+    rows = max(1, int(np.ceil(n / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.55 * rows + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(images[k], interpolation="nearest")
+        if captions is not None:
+            ax.set_xlabel(captions[k], fontsize=7, labelpad=2)
+        if labels is not None and labels[k] in (0, 1):
+            colour = "tab:green" if labels[k] == 1 else "tab:red"
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(2.5)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

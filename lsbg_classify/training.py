@@ -1,0 +1,163 @@
+"""Train and fine-tune DeepShadows with the paper's protocol.
+
+Data sets are ``.npz`` files holding ``X`` (n, 64, 64, 3) uint8 model
+inputs and ``y`` (n,) labels (1 = LSBG, 0 = artifact), optionally ``ra``
+and ``dec``.  ``lsbg-classify fetch`` writes them from a labelled catalog
+through any backend; ``lsbg-classify simulate`` writes them from the
+simulated sky.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .model import _keras, build_deepshadows, compile_deepshadows, file_sha256
+from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
+from .version import __version__
+
+__all__ = [
+    "TRAIN_DEFAULTS",
+    "FINETUNE_DEFAULTS",
+    "load_dataset",
+    "save_dataset",
+    "split_dataset",
+    "train",
+]
+
+
+# Pixels of random shift applied by augmentation (of 64): a few percent of
+# the field, as centring errors of a source finder are.
+MAX_SHIFT_PIX = 3
+
+
+def save_dataset(path, X, y, **extra):
+    """Write a data set file (see module docstring)."""
+    X = np.asarray(X)
+    if X.dtype != np.uint8:
+        raise ValueError("X must be uint8 model inputs (use preprocess.as_uint8)")
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
+    tmp = Path(str(path) + ".tmp.npz")
+    np.savez_compressed(tmp, X=X, y=np.asarray(y, np.int8), **extra)
+    tmp.replace(path)
+
+
+def load_dataset(path):
+    """Read a data set file; returns ``(X, y, extra)`` with X uint8."""
+    with np.load(path, allow_pickle=False) as data:
+        if "X" not in data or "y" not in data:
+            raise ValueError(f"{path}: a data set needs arrays 'X' and 'y', found {data.files}")
+        X, y = data["X"], data["y"].astype(np.int8)
+        extra = {k: data[k] for k in data.files if k not in ("X", "y")}
+    if X.ndim != 4 or X.shape[1:] != (64, 64, 3):
+        raise ValueError(f"{path}: X must have shape (n, 64, 64, 3), got {X.shape}")
+    if not set(np.unique(y)) <= {0, 1}:
+        raise ValueError(f"{path}: labels must be 0 (artifact) or 1 (LSBG)")
+    return X, y, extra
+
+
+def split_dataset(n, fractions=(0.75, 0.125, 0.125), seed=0):
+    """Random train/validation/test index arrays (the paper: 30k/5k/5k of 40k)."""
+    if not np.isclose(sum(fractions), 1.0):
+        raise ValueError("fractions must add up to 1")
+    order = np.random.default_rng(seed).permutation(n)
+    cuts = np.cumsum(np.round(np.asarray(fractions[:-1]) * n).astype(int))
+    return tuple(np.split(order, cuts))
+
+
+def _augmenting_dataset(X, y, batch_size, seed, augment):
+    import tensorflow as tf
+
+    def augment_one(image, label):
+        image = tf.image.convert_image_dtype(image, tf.float32)
+        if augment:
+            image = tf.image.random_flip_left_right(image)
+            image = tf.image.rot90(image, tf.random.uniform([], 0, 4, tf.int32))
+            padded = tf.pad(image, [[MAX_SHIFT_PIX] * 2, [MAX_SHIFT_PIX] * 2, [0, 0]], "REFLECT")
+            image = tf.image.random_crop(padded, tf.shape(image))
+        return image, label
+
+    data = tf.data.Dataset.from_tensor_slices((X, y.astype(np.float32)))
+    data = data.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
+    data = data.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["epochs"],
+          batch_size=TRAIN_DEFAULTS["batch_size"], learning_rate=TRAIN_DEFAULTS["learning_rate"],
+          initial_weights=None, augment=True, patience=None, seed=0, verbose=2, notes=None):
+    """Train (or fine-tune) DeepShadows and keep the best epoch.
+
+    Parameters
+    ----------
+    X_train, y_train, X_val, y_val : numpy.ndarray
+        uint8 images (n, 64, 64, 3) and 0/1 labels.
+    output_dir : path-like
+        Receives ``best.weights.h5`` (lowest validation loss),
+        ``last.weights.h5``, ``history.csv`` and ``training.json``.
+    epochs, batch_size, learning_rate : int, int, float
+        Paper defaults: 100, 64, 0.1 (fine-tuning: 30, 16, 0.005).
+    initial_weights : path-like, optional
+        Start from these weights (fine-tuning); the whole network is
+        trained, as in the paper.
+    augment : bool
+        Random flips, 90° rotations and shifts of up to 3 pixels.
+    patience : int, optional
+        Stop after this many epochs without validation-loss improvement
+        (the paper ran all epochs; on a CPU this saves hours).
+    seed : int
+        Seeds Keras, TensorFlow and the shuffling.
+
+    Returns
+    -------
+    dict
+        The training record written to ``training.json``.
+    """
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    network = build_deepshadows()
+    if initial_weights is not None:
+        network.load_weights(initial_weights)
+    compile_deepshadows(network, learning_rate=learning_rate)
+    best = output_dir / "best.weights.h5"
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
+                                        save_weights_only=True),
+        keras.callbacks.CSVLogger(output_dir / "history.csv"),
+    ]
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
+    val = (np.asarray(X_val, np.float32) / 255.0, np.asarray(y_val, np.float32))
+    started = time.time()
+    history = network.fit(
+        _augmenting_dataset(np.asarray(X_train), np.asarray(y_train), batch_size, seed, augment),
+        validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose,
+    )
+    network.save_weights(output_dir / "last.weights.h5")
+    losses = history.history["val_loss"]
+    record = {
+        "package_version": __version__,
+        "epochs_run": len(losses),
+        "best_epoch": int(np.argmin(losses)) + 1,
+        "best_val_loss": float(np.min(losses)),
+        "best_val_accuracy": float(history.history["val_accuracy"][int(np.argmin(losses))]),
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "optimizer": "Adadelta",
+        "augment": augment,
+        "patience": patience,
+        "seed": seed,
+        "n_train": int(len(X_train)),
+        "n_val": int(len(X_val)),
+        "initial_weights_sha256": file_sha256(initial_weights) if initial_weights else None,
+        "weights_sha256": file_sha256(best),
+        "seconds": round(time.time() - started, 1),
+        "notes": notes or {},
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+    }
+    (output_dir / "training.json").write_text(json.dumps(record, indent=1))
+    return record
