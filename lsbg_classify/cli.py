@@ -110,6 +110,16 @@ def build_parser():
     p.add_argument("--model", default="des", help="des, hsc or a weights file")
     p.add_argument("-o", "--output-dir", help="write metrics table and PNG figures here")
     p.add_argument("--threshold", type=float, default=0.5)
+    p = sub.add_parser("build-models", help="remake the bundled weights on the simulated sky")
+    p.add_argument("-o", "--work-dir", default="runs/bundled", help="data sets, checkpoints, figures")
+    p.add_argument("--real", action="append", default=[], metavar="NPZ",
+                   help="real labelled cutouts (X, y[, selection]) to score with the DES model")
+    p.add_argument("--install", action="store_true",
+                   help="replace the weights in this installation's lsbg_classify/data/models")
+    p.add_argument("--des-cutouts", type=int, help="simulated DES cutouts (default 40000)")
+    p.add_argument("--des-epochs", type=int, help="maximum DES epochs (default 100)")
+    p.add_argument("--des-patience", type=int, help="early stop on validation loss (default 8)")
+    p.add_argument("--workers", type=int, default=2, help="processes for simulation")
     return parser
 
 
@@ -258,7 +268,40 @@ def _cmd_evaluate(args):
     print(f"confusion: TN {m['tn']}  FP {m['fp']}  FN {m['fn']}  TP {m['tp']}  (n = {m['n']})")
 
 
+def _real_sets(paths):
+    import numpy as np
+
+    sets = {}
+    for path in paths:
+        with np.load(path, allow_pickle=False) as data:
+            X, y = data["X"], data["y"].astype(np.int8)
+            selection = data["selection"] if "selection" in data.files else None
+        name = Path(path).stem
+        sets[name] = (X, y)
+        if selection is not None:
+            random_part = selection == "random"
+            sets[f"{name}_random"] = (X[random_part], y[random_part])
+    return sets
+
+
+def _cmd_build_models(args):
+    from .model import bundled_weights_path
+    from .recipes import build_bundled_models
+
+    recipe = {k: v for k, v in (("des_cutouts", args.des_cutouts), ("des_epochs", args.des_epochs),
+                                ("des_patience", args.des_patience)) if v is not None}
+    install = bundled_weights_path("des").parent if args.install else None
+    cards = build_bundled_models(args.work_dir, real_sets=_real_sets(args.real),
+                                 install_dir=install, workers=args.workers, recipe=recipe)
+    for name, card in cards.items():
+        for label, m in card["metrics"].items():
+            lo, hi = m["intervals_95"]["accuracy"]
+            print(f"{name}: {label}: accuracy {m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}], "
+                  f"ROC AUC {m['roc_auc']:.3f} (n = {m['n']})")
+
+
 COMMANDS = {
+    "build-models": _cmd_build_models,
     "classify": _cmd_classify,
     "demo": _cmd_demo,
     "cache": _cmd_cache,

@@ -77,7 +77,8 @@ def fits_to_rgb(data, mapping):
     ----------
     data : bytes
         FITS file whose primary HDU holds a (3, ny, nx) cube, bands bluest
-        first, in the survey's native flux units.
+        first, in the survey's native flux units, first row at the south
+        edge (the FITS convention, north up).
     mapping : lsbg_classify.colour.ColourMapping
         The viewer's colour mapping for the survey.
 
@@ -96,8 +97,10 @@ def fits_to_rgb(data, mapping):
     finite = np.isfinite(cube)
     if not finite.any() or np.all(cube[finite] == 0):
         raise BlankImageError("FITS cutout holds no data")
-    # Bands come bluest first; the mapping wants red, green, blue.
-    rgb = asinh_rgb(np.where(finite, cube, 0.0)[::-1], mapping)
+    # Bands come bluest first; the mapping wants red, green, blue.  FITS
+    # rows run south to north, image rows top (north) to bottom: flip them
+    # so FITS and JPEG cutouts of one position are the same picture.
+    rgb = asinh_rgb(np.where(finite, cube, 0.0)[::-1, ::-1, :], mapping)
     return np.round(rgb * 255.0).astype(np.float32) / 255.0
 
 

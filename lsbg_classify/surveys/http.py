@@ -1,0 +1,428 @@
+"""A small, polite HTTP client shared by the remote survey backends.
+
+One :class:`HttpClient` wraps one keep-alive `requests.Session` whose
+connection pool is sized for the number of worker threads, so a catalog of
+thousands of positions reuses a handful of TCP/TLS connections instead of
+opening one per cutout.
+
+Failures that are usually transient are retried with exponential backoff
+and *full jitter* (the wait is drawn uniformly between zero and the
+exponential ceiling), which spreads the retries of many worker threads so
+they do not hit a struggling server in lock step:
+
+- timeouts and connection errors, including a connection reset in the
+  middle of the body (`requests.exceptions.ChunkedEncodingError`, incomplete
+  reads);
+- HTTP 429 (Too Many Requests) and 5xx, honouring a ``Retry-After`` header
+  (seconds or an HTTP date), capped so a misbehaving server cannot park a
+  worker for hours;
+- payloads that a caller's ``check`` function declares damaged by raising
+  :class:`RetryableResponseError` (e.g. a truncated JPEG behind a proxy).
+
+Other 4xx responses are the client's fault and are not retried.  After the
+last attempt an :class:`HttpFetchError` (a
+:class:`~lsbg_classify.surveys.FetchError`) says which URL failed and why.
+"""
+
+import email.utils
+import http.client
+import logging
+import random
+import threading
+import time
+from datetime import datetime, timezone
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from ..version import __version__
+from .base import FetchError
+
+__all__ = [
+    "HttpClient",
+    "HttpFetchError",
+    "RetryableResponseError",
+    "DEFAULT_USER_AGENT",
+    "RETRY_STATUSES",
+    "parse_retry_after",
+]
+
+log = logging.getLogger(__name__)
+
+#: Where a service operator who sees our traffic can read who we are.
+PROJECT_URL = "https://lsbg-classify.readthedocs.io"
+
+#: Identifies the package to service operators (they ask for this).
+DEFAULT_USER_AGENT = f"lsbg-classify/{__version__} (+{PROJECT_URL})"
+
+#: HTTP statuses worth retrying: rate limiting and server-side trouble.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# Transport failures that say nothing about the request itself, so another
+# attempt may succeed.  ConnectionError covers refused connections, resets
+# and (via ConnectTimeout) slow connects; ChunkedEncodingError is what
+# requests raises when the peer drops the connection mid-body.  urllib3 and
+# http.client errors are listed because a few code paths let them escape
+# unwrapped.
+_TRANSIENT_EXCEPTIONS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class HttpFetchError(FetchError):
+    """A request failed for good (after any retries).
+
+    Attributes
+    ----------
+    url : str
+        The URL of the last attempt, with its query string.
+    status : int or None
+        HTTP status of the last response, or None when no response came
+        (timeout, connection error).
+    attempts : int
+        Number of attempts made.
+    """
+
+    def __init__(self, message, url=None, status=None, attempts=0):
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.attempts = attempts
+
+
+class RetryableResponseError(Exception):
+    """Raised by a ``check`` callback: the body is damaged, try again.
+
+    The message ends up in the final :class:`HttpFetchError` if every
+    attempt fails.
+    """
+
+
+def parse_retry_after(value, now=None):
+    """Parse a ``Retry-After`` header value.
+
+    Parameters
+    ----------
+    value : str or None
+        Either a number of seconds (``"5"``, ``"1.5"``) or an HTTP date
+        (``"Wed, 21 Oct 2015 07:28:00 GMT"``).
+    now : datetime.datetime, optional
+        Current time (UTC) for HTTP dates; defaults to the clock.
+
+    Returns
+    -------
+    float or None
+        Seconds to wait (never negative), or None when the value is absent
+        or cannot be parsed.
+    """
+    if value is None:
+        return None
+    value = str(value).strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        # NaN or inf would make sleep() fail or hang.
+        if seconds != seconds or seconds == float("inf"):
+            return None
+        return max(0.0, seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        # RFC 9110 dates are always GMT.
+        when = when.replace(tzinfo=timezone.utc)
+    now = datetime.now(timezone.utc) if now is None else now
+    return max(0.0, (when - now).total_seconds())
+
+
+def _snippet(response, limit=200):
+    """Start of a response body, on one line, for error messages."""
+    try:
+        text = response.content[:limit].decode("utf-8", "replace")
+    except Exception:  # the body itself may be what failed
+        return ""
+    return " ".join(text.split())
+
+
+class HttpClient:
+    """Keep-alive HTTP client with bounded, jittered retries.
+
+    Parameters
+    ----------
+    timeout : float
+        Seconds to wait for the connection and for each read from the
+        socket (not for the whole transfer).  Default 30 s.
+    max_retries : int
+        Retries after the first attempt, so at most ``max_retries + 1``
+        requests are sent per call.  Default 4.
+    backoff : float
+        Base of the exponential backoff in seconds: before retry ``k``
+        (0-based) the client sleeps a random time in
+        ``[0, min(max_backoff, backoff * 2**k)]``.  Default 0.5 s.
+    pool_size : int
+        Connections kept open per host.  Use at least the number of worker
+        threads, or the extra connections are discarded after each use.
+    user_agent : str, optional
+        ``User-Agent`` header.  Default
+        ``"lsbg-classify/<version> (+<docs URL>)"``.
+    max_backoff : float
+        Ceiling of one jittered backoff wait in seconds.  Default 30 s.
+    max_retry_after : float
+        Longest ``Retry-After`` honoured in seconds; longer requests are cut
+        to this.  Default 60 s.
+    sleep : callable, optional
+        ``sleep(seconds)`` used between attempts.  Tests inject a recorder.
+    rng : random.Random, optional
+        Source of the jitter (a seeded one makes waits reproducible).
+
+    Notes
+    -----
+    The session is shared between threads.  `requests` does not promise
+    thread safety of a Session, but concurrent GETs without cookies or
+    authentication changes are the standard, well-trodden use; the pool
+    itself (urllib3) is thread safe.
+    """
+
+    def __init__(
+        self,
+        timeout=30.0,
+        max_retries=4,
+        backoff=0.5,
+        pool_size=10,
+        user_agent=None,
+        *,
+        max_backoff=30.0,
+        max_retry_after=60.0,
+        sleep=None,
+        rng=None,
+    ):
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive (seconds)")
+        self.timeout = timeout
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.max_retry_after = float(max_retry_after)
+        self.pool_size = max(1, int(pool_size))
+        self.user_agent = DEFAULT_USER_AGENT if user_agent is None else user_agent
+        self._sleep = time.sleep if sleep is None else sleep
+        self._rng = random.Random() if rng is None else rng
+        self._rng_lock = threading.Lock()
+        self._session = None
+        self._session_lock = threading.Lock()
+
+    # -- session -----------------------------------------------------------
+
+    @property
+    def session(self):
+        """The underlying `requests.Session` (created on first use)."""
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    self._session = self._make_session()
+        return self._session
+
+    def _make_session(self):
+        session = requests.Session()
+        # Retries are ours (with jitter and Retry-After); urllib3's own retry
+        # layer would multiply the attempt count, so switch it off.
+        adapter = HTTPAdapter(
+            pool_connections=4, pool_maxsize=self.pool_size, max_retries=0
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.headers["User-Agent"] = self.user_agent
+        return session
+
+    def close(self):
+        """Close the pooled connections.  The client can be used again."""
+        with self._session_lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- retry policy ------------------------------------------------------
+
+    def backoff_delay(self, retry_index, retry_after=None):
+        """Seconds to wait before retry number ``retry_index`` (0-based).
+
+        Parameters
+        ----------
+        retry_index : int
+            How many retries came before this one.
+        retry_after : float, optional
+            Seconds the server asked for (``Retry-After``).  When given it is
+            honoured, capped at ``max_retry_after``, instead of the jittered
+            exponential wait.
+
+        Returns
+        -------
+        float
+            Seconds.
+        """
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        ceiling = min(self.max_backoff, self.backoff * (2.0**retry_index))
+        with self._rng_lock:
+            return self._rng.uniform(0.0, ceiling)
+
+    def call(self, send, url, check=None):
+        """Run ``send()`` with the retry policy.
+
+        This is the loop behind :meth:`get`, exposed so a backend that lets
+        another library build or send the request can still share the
+        policy.
+
+        Parameters
+        ----------
+        send : callable
+            ``send() -> requests.Response``; must read the body (no
+            streaming) so that mid-body failures happen inside the call.
+        url : str
+            For error messages.
+        check : callable, optional
+            ``check(response)`` run on 2xx responses; raise
+            :class:`RetryableResponseError` to retry, any other exception
+            to stop.  Its return value is ignored.
+
+        Returns
+        -------
+        requests.Response
+            A 2xx (or 3xx, if redirects were not followed) response.
+
+        Raises
+        ------
+        HttpFetchError
+            A 4xx other than 429 (at once), or any retryable failure on the
+            last attempt.
+        """
+        attempts = self.max_retries + 1
+        last_status = None
+        last_problem = "no attempt made"
+        for attempt in range(attempts):
+            retry_after = None
+            try:
+                response = send()
+            except _TRANSIENT_EXCEPTIONS as exc:
+                last_status = None
+                last_problem = f"{type(exc).__name__}: {exc}"
+            except requests.exceptions.RequestException as exc:
+                # Malformed URL, bad schema, too many redirects: retrying
+                # cannot help.
+                raise HttpFetchError(
+                    f"request to {url} failed: {type(exc).__name__}: {exc}",
+                    url=url,
+                    attempts=attempt + 1,
+                ) from exc
+            else:
+                url = response.url or url
+                last_status = response.status_code
+                if response.status_code in RETRY_STATUSES:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    last_problem = (
+                        f"HTTP {response.status_code} {response.reason or ''}".strip()
+                    )
+                    body = _snippet(response)
+                    if body:
+                        last_problem += f": {body}"
+                    # Read fully already; hand the connection back to the pool.
+                    response.close()
+                elif response.status_code >= 400:
+                    body = _snippet(response)
+                    raise HttpFetchError(
+                        f"GET {url} failed: HTTP {response.status_code} "
+                        f"{response.reason or ''}".rstrip()
+                        + (f": {body}" if body else ""),
+                        url=url,
+                        status=response.status_code,
+                        attempts=attempt + 1,
+                    )
+                else:
+                    if check is None:
+                        return response
+                    try:
+                        check(response)
+                    except RetryableResponseError as exc:
+                        last_problem = f"damaged response: {exc}"
+                    else:
+                        return response
+            if attempt + 1 < attempts:
+                delay = self.backoff_delay(attempt, retry_after)
+                log.debug(
+                    "attempt %d/%d for %s failed (%s); retrying in %.3g s",
+                    attempt + 1,
+                    attempts,
+                    url,
+                    last_problem,
+                    delay,
+                )
+                if delay > 0:
+                    self._sleep(delay)
+        status_text = "no response" if last_status is None else f"HTTP {last_status}"
+        raise HttpFetchError(
+            f"GET {url} failed after {attempts} attempt(s); last status: {status_text}; "
+            f"last problem: {last_problem}",
+            url=url,
+            status=last_status,
+            attempts=attempts,
+        )
+
+    def get(self, url, params=None, *, check=None, headers=None, timeout=None):
+        """Send a GET request with retries.
+
+        Parameters
+        ----------
+        url : str
+            Absolute URL.
+        params : dict, optional
+            Query parameters.
+        check : callable, optional
+            Validates a 2xx response; see :meth:`call`.
+        headers : dict, optional
+            Extra request headers.
+        timeout : float, optional
+            Overrides the client's timeout (seconds) for this call.
+
+        Returns
+        -------
+        requests.Response
+            With the body already read.
+
+        Raises
+        ------
+        HttpFetchError
+            See :meth:`call`.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            full_url = requests.Request("GET", url, params=params).prepare().url
+        except requests.exceptions.RequestException as exc:
+            raise HttpFetchError(f"bad URL {url!r}: {exc}", url=url) from exc
+
+        def send():
+            return self.session.get(url, params=params, headers=headers, timeout=timeout)
+
+        return self.call(send, full_url, check=check)

@@ -1,0 +1,430 @@
+"""Cutouts from the DESI Legacy Surveys sky viewer.
+
+This is where the DeepShadows paper took its images: 256 x 256 JPEG
+cutouts of the ``des-dr1`` layer (``hsc2`` for HSC) at ``zoom=15``, i.e.
+half the native pixel scale.  We send the equivalent explicit ``pixscale``
+(0.131 arcsec/pix for DES, 0.084 for HSC) rather than ``zoom``, so the
+request does not depend on the viewer's zoom convention.
+
+The viewer can also return the band images as FITS (``cutout.fits``),
+which lets :mod:`lsbg_classify.preprocess` apply the colour mapping itself.
+
+Configuration follows astroquery's style::
+
+    from lsbg_classify.surveys.legacysurvey import conf
+    conf.server = "https://my-mirror.example.org/viewer"
+
+and the ``LSBG_CLASSIFY_LEGACYSURVEY_URL`` environment variable overrides
+``conf.server`` (handy on a cluster); a ``base_url`` given to the backend
+wins over both.
+"""
+
+import io
+import os
+import warnings
+from urllib.parse import urlencode
+
+import numpy as np
+import requests
+from astropy import config as _config
+
+from .base import FITS, JPEG, FetchError, NoCoverageError, Payload, SurveyBackend
+from .http import HttpClient, RetryableResponseError
+
+__all__ = ["Conf", "conf", "LegacySurveyBackend", "ENV_URL", "PUBLIC_VIEWER"]
+
+#: Environment variable that overrides ``conf.server``.
+ENV_URL = "LSBG_CLASSIFY_LEGACYSURVEY_URL"
+
+#: The public viewer (also used for links in inspection sheets).
+PUBLIC_VIEWER = "https://www.legacysurvey.org/viewer"
+
+
+class Conf(_config.ConfigNamespace):
+    """Configuration of the Legacy Surveys viewer backend."""
+
+    server = _config.ConfigItem(
+        PUBLIC_VIEWER,
+        "Base URL of the Legacy Surveys viewer (the cutout endpoints live below it).",
+    )
+    timeout = _config.ConfigItem(
+        30.0,
+        "Seconds to wait for the connection and for each read from the viewer.",
+    )
+
+
+conf = Conf()
+
+_ENDPOINTS = {JPEG: "cutout.jpg", FITS: "cutout.fits"}
+
+# Content types that are certainly not an image: the viewer answers an
+# unknown layer with 200 text/plain, and proxies answer with HTML pages.
+_TEXT_TYPES = ("text/", "application/json", "application/xhtml")
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_FITS_MAGIC = b"SIMPLE  ="
+
+
+def _resolve_base_url(base_url, env_name, default):
+    """Base URL precedence: explicit argument > environment > configuration."""
+    for candidate in (base_url, os.environ.get(env_name), default):
+        if candidate:
+            if isinstance(candidate, (list, tuple)):
+                # astropy config items may hold a list of mirrors.
+                candidate = candidate[0]
+            return str(candidate).rstrip("/")
+    raise ValueError("no server URL configured")
+
+
+def _describe_body(response, limit=120):
+    text = response.content[:limit].decode("utf-8", "replace")
+    return " ".join(text.split()) or "<empty body>"
+
+
+def _check_not_text(response, what):
+    """Reject a 200 answer that is a message rather than an image."""
+    ctype = response.headers.get("Content-Type", "").lower()
+    if ctype.startswith(_TEXT_TYPES):
+        raise FetchError(
+            f"{response.url} answered HTTP 200 with {ctype or 'no content type'} "
+            f"instead of a {what}: {_describe_body(response)!r}"
+        )
+
+
+def decode_jpeg(data):
+    """Decode JPEG bytes to a uint8 array (ny, nx, 3).
+
+    Raises
+    ------
+    OSError
+        The file is damaged (e.g. truncated).
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()  # forces a full decode: truncated files fail here
+        return np.asarray(img.convert("RGB"))
+
+
+def is_blank(array, tolerance=2):
+    """Whether an image is constant (the viewer's "no data" answer).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Decoded image.
+    tolerance : int
+        Largest peak-to-peak range (in 8-bit steps) still counted as
+        constant; JPEG rounding can wobble a flat image by one step.
+    """
+    return int(array.max()) - int(array.min()) <= tolerance
+
+
+def normalise_fits_cube(data, bands, requested=None, extra_header=None, expected_size=None):
+    """Turn a FITS answer into the payload cube: primary HDU (3, ny, nx).
+
+    Parameters
+    ----------
+    data : bytes
+        The FITS file as sent.
+    bands : sequence of str
+        Bands wanted, bluest first.
+    requested : str, optional
+        Bands in the order they were asked for; used when the file does not
+        name its bands.
+    extra_header : dict, optional
+        Cards added to the output header (provenance).
+    expected_size : int, optional
+        Required side of the planes in pixels.
+
+    Returns
+    -------
+    bytes
+        FITS file with a float32 cube of the bands in ``bands`` order and
+        ``BANDS``/``BANDi`` cards; the celestial WCS is kept.
+
+    Raises
+    ------
+    FetchError
+        The file cannot be read, lacks a band or has the wrong size.
+    NoCoverageError
+        A band plane is entirely zero or NaN (no data there).
+    """
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    try:
+        with fits.open(io.BytesIO(data), memmap=False) as hdul:
+            hdu = next((h for h in hdul if h.data is not None and h.data.ndim >= 2), None)
+            if hdu is None:
+                raise FetchError("FITS answer holds no image")
+            cube = np.asarray(hdu.data, dtype=np.float32)
+            header = hdu.header.copy()
+    except (OSError, ValueError, TypeError) as exc:
+        raise FetchError(f"FITS answer cannot be read: {exc}") from exc
+    if cube.ndim == 2:
+        cube = cube[None]
+    if cube.ndim != 3:
+        raise FetchError(f"FITS answer has shape {cube.shape}, expected (nbands, ny, nx)")
+    if expected_size is not None and cube.shape[1:] != (expected_size, expected_size):
+        raise FetchError(
+            f"FITS planes are {cube.shape[2]}x{cube.shape[1]} pix, "
+            f"expected {expected_size}x{expected_size}"
+        )
+    have = header.get("BANDS")
+    if have is None:
+        have = "".join(header.get(f"BAND{i}", "") for i in range(cube.shape[0]))
+    if not have or len(have) != cube.shape[0]:
+        have = requested if requested is not None else "".join(bands)
+    have = str(have).strip()
+    if len(have) != cube.shape[0]:
+        raise FetchError(
+            f"FITS answer has {cube.shape[0]} planes but names bands {have!r}"
+        )
+    missing = [b for b in bands if b not in have]
+    if missing:
+        raise FetchError(f"FITS answer lacks band(s) {''.join(missing)} (has {have!r})")
+    cube = np.stack([cube[have.index(b)] for b in bands])
+    for band, plane in zip(bands, cube):
+        finite = plane[np.isfinite(plane)]
+        if finite.size == 0 or not np.any(finite):
+            raise NoCoverageError(f"no data in band {band} (all zero or NaN)")
+    out = fits.Header()
+    with warnings.catch_warnings():
+        # Viewer headers carry cards astropy.wcs grumbles about; only the
+        # celestial part matters here.
+        warnings.simplefilter("ignore")
+        try:
+            out.update(WCS(header).celestial.to_header())
+        except Exception:
+            pass
+    for key in ("BUNIT", "MAGZERO", "SURVEY"):
+        if key in header:
+            out[key] = header[key]
+    out["BANDS"] = ("".join(bands), "bands of the cube planes, bluest first")
+    for i, band in enumerate(bands):
+        out[f"BAND{i}"] = band
+    for key, value in (extra_header or {}).items():
+        out[key] = value
+    buf = io.BytesIO()
+    fits.PrimaryHDU(data=cube, header=out).writeto(buf)
+    return buf.getvalue()
+
+
+class LegacySurveyBackend(SurveyBackend):
+    """Cutouts from the Legacy Surveys viewer, as in the DeepShadows paper.
+
+    Parameters
+    ----------
+    survey : str or SurveyInfo
+        ``"des"`` (layer ``des-dr1``, 0.131 arcsec/pix, bands grz) or
+        ``"hsc"`` (layer ``hsc2``, 0.084 arcsec/pix, bands gri).
+    image_format : str, optional
+        ``"jpeg"`` (default; the viewer's colour composite, what the models
+        were trained on) or ``"fits"`` (band images in nanomaggies, or
+        survey units for HSC).
+    base_url : str, optional
+        Viewer base URL, e.g. a mirror or a
+        :class:`~lsbg_classify.loopback.LoopbackViewer`.  Default: the
+        ``LSBG_CLASSIFY_LEGACYSURVEY_URL`` environment variable, else
+        ``conf.server``.
+    timeout : float, optional
+        Seconds per connection attempt and socket read; default
+        ``conf.timeout`` (30 s).
+    max_retries : int, optional
+        Retries after the first attempt (default 4).
+    workers_hint : int
+        Expected number of concurrent downloads; sizes the connection pool.
+    backoff : float, optional
+        Base of the exponential retry backoff in seconds (default 0.5).
+    http : HttpClient, optional
+        Use this client instead of making one (then ``timeout``,
+        ``max_retries``, ``backoff`` and ``workers_hint`` are ignored).
+
+    Examples
+    --------
+    >>> backend = LegacySurveyBackend("des")
+    >>> backend.request_url(150.0, 2.5)
+    'https://www.legacysurvey.org/viewer/cutout.jpg?ra=150.000000&dec=2.500000&layer=des-dr1&pixscale=0.131&size=256'
+    """
+
+    name = "legacysurvey"
+    formats = (JPEG, FITS)
+
+    def __init__(
+        self,
+        survey="des",
+        image_format=None,
+        base_url=None,
+        timeout=None,
+        max_retries=None,
+        workers_hint=8,
+        *,
+        backoff=None,
+        http=None,
+    ):
+        super().__init__(survey=survey, image_format=image_format)
+        self.base_url = _resolve_base_url(base_url, ENV_URL, conf.server)
+        if http is None:
+            options = {
+                "timeout": float(conf.timeout if timeout is None else timeout),
+                "pool_size": max(10, int(workers_hint)),
+            }
+            if max_retries is not None:
+                options["max_retries"] = max_retries
+            if backoff is not None:
+                options["backoff"] = backoff
+            http = HttpClient(**options)
+        self.http = http
+
+    @property
+    def endpoint(self):
+        """Full URL of the cutout endpoint for the current format."""
+        return f"{self.base_url}/{_ENDPOINTS[self.image_format]}"
+
+    @property
+    def fits_bands(self):
+        """Bands asked for in FITS mode, bluest first (``"grz"`` / ``"gri"``)."""
+        return "".join(self.survey.bands)
+
+    def request_params(self, ra, dec):
+        """Query parameters for one position (deg)."""
+        params = {
+            "ra": f"{float(ra):.6f}",
+            "dec": f"{float(dec):.6f}",
+            "layer": self.survey.legacysurvey_layer,
+            # %.6g gives "0.131" rather than "0.13100000000000001".
+            "pixscale": f"{self.pixel_scale.to_value('arcsec / pix'):.6g}",
+            "size": str(int(self.cutout_size)),
+        }
+        if self.image_format == FITS:
+            params["bands"] = self.fits_bands
+        return params
+
+    def request_url(self, ra, dec):
+        """Full cutout URL for (ra, dec) in degrees; nothing is sent."""
+        return requests.Request("GET", self.endpoint, params=self.request_params(ra, dec)).prepare().url
+
+    def viewer_url(self, ra, dec, zoom=16, base_url=None):
+        """Link to the position in the interactive viewer, for inspection.
+
+        Parameters
+        ----------
+        ra, dec : float
+            Position in degrees.
+        zoom : int
+            Viewer zoom level (16: about 0.07 arcsec/pix for DES).
+        base_url : str, optional
+            Viewer to link to; default the public one, since a link in a
+            saved inspection sheet should still work after the run (a
+            loopback or private mirror may not).
+
+        Returns
+        -------
+        str
+        """
+        query = urlencode(
+            {
+                "ra": f"{float(ra):.6f}",
+                "dec": f"{float(dec):.6f}",
+                "layer": self.survey.legacysurvey_layer,
+                "zoom": int(zoom),
+            }
+        )
+        return f"{(base_url or PUBLIC_VIEWER).rstrip('/')}?{query}"
+
+    def describe(self):
+        info = super().describe()
+        info["server"] = self.base_url
+        return info
+
+    # Cutouts from a mirror are the same pixels, so the server is not part
+    # of the cache key (the layer already is).
+    def cache_salt(self):
+        return ""
+
+    def _check_jpeg(self, response):
+        _check_not_text(response, "JPEG")
+        body = response.content
+        if not body.startswith(_JPEG_MAGIC):
+            raise FetchError(
+                f"{response.url} answered HTTP 200 but the body is not a JPEG "
+                f"({response.headers.get('Content-Type', 'no content type')}): "
+                f"{_describe_body(response)!r}"
+            )
+        try:
+            decode_jpeg(body)
+        except OSError as exc:
+            # A damaged body with a valid start is a transfer problem.
+            raise RetryableResponseError(f"JPEG cannot be decoded: {exc}") from exc
+
+    def _check_fits(self, response):
+        _check_not_text(response, "FITS file")
+        if not response.content.startswith(_FITS_MAGIC):
+            raise FetchError(
+                f"{response.url} answered HTTP 200 but the body is not a FITS file "
+                f"({response.headers.get('Content-Type', 'no content type')}): "
+                f"{_describe_body(response)!r}"
+            )
+        # A FITS file is a whole number of 2880-byte blocks; anything else
+        # was cut short in transit.
+        if len(response.content) % 2880:
+            raise RetryableResponseError(
+                f"FITS file of {len(response.content)} bytes is truncated"
+            )
+
+    def download(self, ra, dec):
+        """Fetch the cutout at (ra, dec) in degrees.
+
+        Returns
+        -------
+        Payload
+            The JPEG as sent, or a FITS cube (3, ny, nx), bluest band first.
+
+        Raises
+        ------
+        NoCoverageError
+            Blank JPEG, or a FITS band plane that is all zero / NaN.
+        FetchError
+            HTTP failure after retries, or a non-image answer (e.g. "no such
+            layer", an HTML page), or an image of the wrong size.
+        """
+        params = self.request_params(ra, dec)
+        if self.image_format == JPEG:
+            response = self.http.get(self.endpoint, params, check=self._check_jpeg)
+            array = decode_jpeg(response.content)
+            size = int(self.cutout_size)
+            if array.shape[:2] != (size, size):
+                raise FetchError(
+                    f"{response.url} sent a {array.shape[1]}x{array.shape[0]} image, "
+                    f"expected {size}x{size}"
+                )
+            if is_blank(array):
+                raise NoCoverageError(
+                    f"blank cutout at ra={float(ra):.6f} dec={float(dec):.6f}: "
+                    f"outside the {self.layer} footprint"
+                )
+            return Payload(response.content, JPEG)
+        # FITS: outside the footprint the viewer fails with HTTP 500, which
+        # cannot be told from a real server error, so it stays a FetchError.
+        response = self.http.get(self.endpoint, params, check=self._check_fits)
+        try:
+            data = normalise_fits_cube(
+                response.content,
+                self.survey.bands,
+                requested=params["bands"],
+                extra_header={"LAYER": self.layer, "PIXSCALE": float(params["pixscale"])},
+                expected_size=int(self.cutout_size),
+            )
+        except FetchError as exc:
+            raise FetchError(f"{response.url}: {exc}") from None
+        except NoCoverageError as exc:
+            raise NoCoverageError(
+                f"ra={float(ra):.6f} dec={float(dec):.6f} outside the {self.layer} footprint: {exc}"
+            ) from None
+        return Payload(data, FITS)
+
+    def close(self):
+        """Close the HTTP connections."""
+        self.http.close()
+

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from lsbg_classify.evaluate import binary_metrics, bootstrap_intervals, metrics_table, plot_confusion, plot_roc
+
+
+def test_metrics_on_a_known_confusion_matrix():
+    # 3 TP, 1 FN, 2 TN, 2 FP
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.6, 0.2, 0.1, 0.3, 0.7, 0.55])
+    m = binary_metrics(y, p)
+    assert (m["tp"], m["fn"], m["tn"], m["fp"]) == (3, 1, 2, 2)
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    assert m["precision"] == pytest.approx(3 / 5)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(2 * 0.6 * 0.75 / 1.35)
+    # AUC from the rank statistic: pairs (pos > neg) / 16
+    pairs = sum(a > b for a in p[:4] for b in p[4:])
+    assert m["roc_auc"] == pytest.approx(pairs / 16)
+
+
+def test_threshold_moves_the_class_boundary():
+    y = np.array([1, 0])
+    p = np.array([0.6, 0.4])
+    assert binary_metrics(y, p, threshold=0.5)["accuracy"] == 1
+    assert binary_metrics(y, p, threshold=0.7)["accuracy"] == 0.5
+
+
+def test_bootstrap_interval_brackets_the_value_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (100, 1600):
+        y = rng.integers(0, 2, n)
+        p = np.clip(y * 0.3 + rng.uniform(0, 0.6, n), 0, 1)
+        value = binary_metrics(y, p)["accuracy"]
+        lo, hi = bootstrap_intervals(y, p, n_boot=300)["accuracy"]
+        assert lo <= value <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+
+
+def test_metrics_table_and_figures(tmp_path):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(y * 0.5 + rng.uniform(0, 0.6, 200), 0, 1)
+    table = metrics_table(y, p, n_boot=100)
+    assert list(table["metric"]) == ["accuracy", "precision", "recall", "f1", "roc_auc"]
+    assert np.all(table["ci_low"] <= table["value"]) and np.all(table["value"] <= table["ci_high"])
+    assert table.meta["tn"] + table.meta["fp"] + table.meta["fn"] + table.meta["tp"] == 200
+    plot_confusion(table.meta, tmp_path / "cm.png")
+    plot_roc({"cnn": (y, p)}, tmp_path / "roc.png")
+    for name in ("cm.png", "roc.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,167 @@
+import subprocess
+import sys
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.table import MaskedColumn, Table
+
+from lsbg_classify import classify_catalog, status
+from lsbg_classify.cache import CutoutCache
+from lsbg_classify.catalog import CatalogError
+from lsbg_classify.loopback import LoopbackViewer
+from lsbg_classify.model import build_deepshadows, load_model
+from lsbg_classify.pipeline import fetch_images, score_positions
+from lsbg_classify.surveys import FetchError, Payload, get_backend
+from lsbg_classify.surveys.base import SurveyBackend
+
+
+@pytest.fixture(scope="module")
+def untrained_model(tmp_path_factory):
+    """DeepShadows with initial weights: enough to test the plumbing."""
+    path = tmp_path_factory.mktemp("weights") / "untrained.weights.h5"
+    build_deepshadows().save_weights(path)
+    return load_model(path)
+
+
+@pytest.fixture
+def candidates():
+    table = Table()
+    table["name"] = ["a", "b", "c", "d", "e"]
+    table["RA"] = [10.5, 20.25, 30.125, 40.0, 50.0] * u.deg
+    table["DEC"] = [-45.0, -50.5, -40.0, -55.0, -42.0] * u.deg
+    table["mag"] = MaskedColumn([20.1, 21.0, 0.0, 22.5, 19.0], mask=[0, 0, 1, 0, 0], unit=u.mag)
+    table.meta["SURVEY"] = "my catalog"
+    return table
+
+
+class CountingBackend(SurveyBackend):
+    """Simulated images, counting downloads; optionally failing or broken."""
+
+    name = "counting"
+    remote = False
+
+    def __init__(self, survey="des", fail=(), garbage=()):
+        super().__init__(survey)
+        self.inner = get_backend("simulated", survey=survey)
+        self.calls = 0
+        self.fail, self.garbage = set(fail), set(garbage)
+
+    def request_url(self, ra, dec):
+        return self.inner.request_url(ra, dec)
+
+    def download(self, ra, dec):
+        self.calls += 1
+        if round(ra, 3) in self.fail:
+            raise FetchError("server said 503 five times")
+        if round(ra, 3) in self.garbage:
+            return Payload(b"<html>oops</html>", "jpeg")
+        return self.inner.download(ra, dec)
+
+
+def test_output_keeps_the_input_and_adds_three_columns(candidates, untrained_model, tmp_path):
+    before = candidates.copy()
+    scored = classify_catalog(candidates, backend="simulated", model=untrained_model,
+                              cache=tmp_path, progress=False)
+    assert scored.colnames == before.colnames + ["lsbg_prob", "lsbg_class", "lsbg_status"]
+    for name in before.colnames:
+        assert np.all(scored[name] == before[name])
+        assert scored[name].unit == before[name].unit
+    assert list(scored["mag"].mask) == [False, False, True, False, False]
+    assert scored.meta["SURVEY"] == "my catalog"
+    assert scored["lsbg_prob"].dtype == np.float32
+    assert np.all((scored["lsbg_prob"] >= 0) & (scored["lsbg_prob"] <= 1))
+    assert list(scored["lsbg_status"]) == ["ok"] * 5
+    provenance = scored.meta["LSBG_CLASSIFY"]
+    assert provenance["weights_sha256"] == untrained_model.weights_sha256
+    assert provenance["survey"] == "des" and provenance["threshold"] == 0.5
+    # The input table is untouched.
+    assert candidates.colnames == before.colnames
+
+
+def test_class_follows_threshold(candidates, untrained_model, tmp_path):
+    prob = classify_catalog(candidates, backend="simulated", model=untrained_model, cache=tmp_path,
+                            progress=False)["lsbg_prob"]
+    threshold = float(np.median(prob))
+    scored = classify_catalog(candidates, backend="simulated", model=untrained_model,
+                              cache=tmp_path, threshold=threshold, progress=False)
+    assert np.array_equal(np.asarray(scored["lsbg_class"]), (np.asarray(prob) >= threshold).astype(int))
+    with pytest.raises(ValueError, match="threshold"):
+        classify_catalog(candidates, backend="simulated", model=untrained_model, threshold=1.5)
+
+
+def test_invalid_positions_raise_or_flag(candidates, untrained_model, tmp_path):
+    candidates["DEC"][1] = 95.0
+    candidates["RA"][3] = np.nan
+    with pytest.raises(CatalogError, match="DEC") as excinfo:
+        classify_catalog(candidates, backend="simulated", model=untrained_model, cache=tmp_path)
+    assert "1" in str(excinfo.value)
+    scored = classify_catalog(candidates, backend="simulated", model=untrained_model,
+                              cache=tmp_path, on_invalid="flag", progress=False)
+    assert list(scored["lsbg_status"]) == ["ok", "invalid_position", "ok", "invalid_position", "ok"]
+    assert list(scored["lsbg_prob"].mask) == [False, True, False, True, False]
+
+
+def test_statuses_for_failures_and_what_the_cache_remembers(untrained_model, tmp_path):
+    table = Table({"ra": [10.0, 20.0, 30.0, 40.0], "dec": [-45.0, -45.0, 89.5, -45.0]})
+    backend = CountingBackend(fail={20.0}, garbage={40.0})
+    cache = CutoutCache(tmp_path)
+    scored = classify_catalog(table, backend=backend, model=untrained_model, cache=cache,
+                              progress=False)
+    assert list(scored["lsbg_status"]) == ["ok", "fetch_failed", "no_coverage", "bad_image"]
+    assert backend.calls == 4
+    # ok, no_coverage and the (undecodable) payload are cached; the failure is retried.
+    classify_catalog(table, backend=backend, model=untrained_model, cache=cache, progress=False)
+    assert backend.calls == 5
+    classify_catalog(table, backend=backend, model=untrained_model, cache=cache, refresh=True,
+                     progress=False)
+    assert backend.calls == 9
+
+
+def test_same_probabilities_whatever_the_batching_and_concurrency(untrained_model, tmp_path):
+    rng = np.random.default_rng(3)
+    ra, dec = rng.uniform(0, 60, 12), rng.uniform(-60, -40, 12)
+    backend = get_backend("simulated")
+    reference, st, _ = score_positions(ra, dec, backend, untrained_model, cache=False,
+                                       batch_size=256, workers=1, progress=False)
+    again, _, _ = score_positions(ra, dec, backend, untrained_model, cache=tmp_path, batch_size=5,
+                                  workers=4, progress=False)
+    assert np.all(st == status.OK)
+    assert np.allclose(reference, again, atol=1e-6)
+    images = fetch_images(ra, dec, backend, cache=tmp_path, progress=False).images
+    assert np.allclose(untrained_model.predict(images), reference, atol=1e-6)
+
+
+def test_legacysurvey_backend_through_a_loopback_viewer(candidates, untrained_model, tmp_path):
+    with LoopbackViewer() as viewer:
+        scored = classify_catalog(candidates, survey="des", backend="legacysurvey",
+                                  backend_options={"base_url": viewer.url},
+                                  model=untrained_model, cache=tmp_path, workers=3, progress=False)
+        assert viewer.counts["cutout.jpg"] == 5
+        assert list(scored["lsbg_status"]) == ["ok"] * 5
+        assert scored.meta["LSBG_CLASSIFY"]["layer"] == "des-dr1"
+        # Second run: everything from the cache, no request.
+        classify_catalog(candidates, survey="des", backend="legacysurvey",
+                         backend_options={"base_url": viewer.url}, model=untrained_model,
+                         cache=tmp_path, progress=False)
+        assert viewer.counts["cutout.jpg"] == 5
+
+
+def test_jpeg_and_fits_modes_agree_on_the_simulated_sky(candidates, untrained_model):
+    probs = {}
+    for fmt in ("jpeg", "fits"):
+        backend = get_backend("simulated", image_format=fmt)
+        probs[fmt] = classify_catalog(candidates, backend=backend, model=untrained_model,
+                                      cache=False, progress=False)["lsbg_prob"]
+    assert np.allclose(probs["jpeg"], probs["fits"], atol=0.05)
+
+
+def test_pipeline_imports_no_training_simulation_or_evaluation():
+    code = (
+        "import sys, lsbg_classify.pipeline, lsbg_classify.cli;"
+        "bad = [m for m in sys.modules if m.split('.')[-1] in "
+        "('training', 'simulation', 'evaluate', 'recipes', 'demo', 'calibration')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
