@@ -45,6 +45,7 @@ import astropy.units as u
 import numpy as np
 from astropy.coordinates import ICRS, Angle, SkyCoord
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError, VerifyWarning
 from astropy.table import Column, MaskedColumn, Table
 from astropy.utils.exceptions import AstropyUserWarning
 
@@ -387,18 +388,14 @@ class Positions:
 
 def _resolve_unit(unit, name, axis):
     """Astropy angle unit of a RA or Dec column (None when unitless)."""
-    if unit is None:
-        return None
     if isinstance(unit, (str, u.UnrecognizedUnit)):
         text = str(unit).strip()
-        unit = _UNIT_ALIASES.get(text.lower()) or u.Unit(text, parse_strict="silent")
-        if not text:
-            return None
-    if unit == u.dimensionless_unscaled:
+        alias = _UNIT_ALIASES.get(text.lower())
+        unit = (alias or u.Unit(text, parse_strict="silent")) if text else None
+    if unit is None or unit == u.dimensionless_unscaled:
         return None
     if axis == "RA" and getattr(unit, "physical_type", None) == "time":
-        unit = u.hourangle * float(unit.to(u.hour))  # RA in "h": hours of RA
-        unit = u.hourangle if unit == u.hourangle else unit
+        unit = u.Unit(u.hourangle * unit.to(u.hour))  # RA in "h" means hours of RA
     if isinstance(unit, u.UnrecognizedUnit) or unit.physical_type != "angle":
         raise CatalogError(f"column {name!r} has unit {unit!s}, which is not an angle unit")
     if axis == "Dec" and unit == u.hourangle:
@@ -479,7 +476,7 @@ def _column_degrees(table, name, axis):
             deg = raw * per_unit
         _check_hourangle(raw[why == ""], unit, name)
     elif kind in "USO":
-        default = unit or (u.hourangle if axis == "RA" else u.deg)
+        default = unit if unit is not None else (u.hourangle if axis == "RA" else u.deg)
         deg, why = _parse_strings(data, mask, per_unit, default)
     else:
         raise CatalogError(
@@ -626,8 +623,8 @@ def _report_invalid(problems, n_bad, n, on_invalid):
     if on_invalid == "raise":
         raise CatalogError(
             f"{n_bad} of {n} rows have invalid positions (rows numbered from 0):\n  {text}\n"
-            "fix the catalog, or use on_invalid='flag' (--on-invalid flag) to give these rows status "
-            f"{_status.INVALID_POSITION!r} and classify the rest"
+            "fix the catalog, or use on_invalid='flag' (--on-invalid flag) to give these "
+            f"rows status {_status.INVALID_POSITION!r} and classify the rest"
         )
     warnings.warn(
         f"{n_bad} of {n} rows have invalid positions and get status "
@@ -703,7 +700,7 @@ def _result_columns(n, prob, lsbg_class, status, names):
                      description="1 = LSBG, 0 = artifact (probability >= threshold); "
                                  "masked (-1) where not scored"),
         Column(s.astype(f"U{_status.STATUS_WIDTH}"), name=s_name,
-                     description="processing status: " + ", ".join(_status.ALL_STATUSES)),
+               description="processing status: " + ", ".join(_status.ALL_STATUSES)),
     ]
 
 
@@ -783,7 +780,7 @@ def same_file(a, b):
 
 
 def _fits_ready(table):
-    """Shallow copy for FITS: int8 -> int16 (astropy writes int8 as logical), provenance as cards."""
+    """Shallow copy for FITS: int8 as int16 (astropy writes int8 as L), provenance as cards."""
     out = _upcast_int8(table)
     prov = out.meta.pop(PROVENANCE_KEY, None)
     if isinstance(prov, Mapping):
@@ -793,7 +790,7 @@ def _fits_ready(table):
                 value = value.encode("ascii", "backslashreplace").decode("ascii")
             try:
                 fits.Card(card_key, value).image  # noqa: B018  (raises if it cannot be a card)
-            except (ValueError, fits.VerifyError):
+            except (ValueError, VerifyError):
                 value = str(value)
             out.meta[card_key] = value
     elif prov is not None:
@@ -961,7 +958,7 @@ def write_catalog(table, path, format=None, overwrite=False):
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*HIERARCH card will be created",
-                                    category=fits.verify.VerifyWarning)
+                                    category=VerifyWarning)
             _write(table, tmp, fmt)
         _fsync(tmp)
         os.chmod(tmp, mode)

@@ -110,6 +110,11 @@ def build_parser():
     p.add_argument("--model", default="des", help="des, hsc or a weights file")
     p.add_argument("-o", "--output-dir", help="write metrics table and PNG figures here")
     p.add_argument("--threshold", type=float, default=0.5)
+    p = sub.add_parser("bench", help="throughput figures, each a ratio measured in one run")
+    p.add_argument("--rows", type=int, default=100, help="cutouts per measurement")
+    p.add_argument("--latency", type=float, default=0.1, help="loopback server latency (s)")
+    p.add_argument("--workers", type=int, default=8, help="concurrent requests")
+
     p = sub.add_parser("build-models", help="remake the bundled weights on the simulated sky")
     p.add_argument("-o", "--work-dir", default="runs/bundled", help="data sets, checkpoints, figures")
     p.add_argument("--real", action="append", default=[], metavar="NPZ",
@@ -300,7 +305,14 @@ def _cmd_build_models(args):
                   f"ROC AUC {m['roc_auc']:.3f} (n = {m['n']})")
 
 
+def _cmd_bench(args):
+    from .benchmark import run_benchmarks
+
+    run_benchmarks(rows=args.rows, latency=args.latency, workers=args.workers)
+
+
 COMMANDS = {
+    "bench": _cmd_bench,
     "build-models": _cmd_build_models,
     "classify": _cmd_classify,
     "demo": _cmd_demo,

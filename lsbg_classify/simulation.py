@@ -251,7 +251,7 @@ def _draw_conditions(rng, model, native_scale, randomize):
     gain = np.exp(rng.normal(0.0, 0.08, 3)) if randomize else np.ones(3)
     corr = _NOISE_CORRELATION
     if randomize:
-        corr = max(0.0, corr + rng.normal(0.0, 0.15))
+        corr = float(rng.choice([0.0, 0.3, 0.6]))
     quality = int(rng.integers(70, 96)) if randomize else JPEG_QUALITY
     return _Conditions(fwhm, float(beta), sigma, sky_sb, gain, corr, quality)
 
@@ -403,24 +403,31 @@ def _draw_unit(prof, scale, h, dx, dy, size_arcsec):
 _TEMPLATE_MAX_RE = 1.2
 
 
-@lru_cache(maxsize=6000)
-def _template(n_q, re_q, q_q, pa_q, scale_q):
-    scale = scale_q / 1e6
+@lru_cache(maxsize=20000)
+def _template(n_q, re_q, q_q, pa_q):
+    # Templates are in pixel units (scale 1), so one cache serves every
+    # pixel scale.
     re = math.exp(re_q / 20.0)
     prof = _sersic(n_q / 4.0, re, q_q / 20.0, math.radians(pa_q * 10.0))
-    h = _stamp_half(re, scale, 10**6)
-    stamp = _draw_unit(prof, scale, h, 0.0, 0.0, re).astype(np.float32)
+    h = _stamp_half(re, 1.0, 10**6)
+    stamp = _draw_unit(prof, 1.0, h, 0.0, 0.0, re).astype(np.float32)
     stamp.flags.writeable = False
     return stamp
 
 
 def _add_small_galaxy(scene, n, re, q, pa, x_arcsec, y_arcsec, fluxes):
-    """Add a small Sersic galaxy (pre-PSF) from the template cache."""
-    q_q = int(round(np.clip(q, 0.1, 1.0) * 20))
-    pa_q = 0 if q_q >= 19 else int(round(math.degrees(pa % math.pi) / 10.0)) % 18
+    """Add a small Sersic galaxy (pre-PSF) from the template cache.
+
+    The centre is rounded to the nearest native pixel (0.13" at most for
+    DES), far below the PSF.
+    """
+    q_q = int(round(min(max(q, 0.1), 1.0) * 10)) * 2
+    pa_q = 0 if q_q >= 18 else (int(round(math.degrees(pa % math.pi) / 20.0)) % 9) * 2
     stamp = _template(
-        int(round(np.clip(n, 0.3, 6.0) * 4)), int(round(math.log(re) * 20)), q_q, pa_q,
-        int(round(scene.scale * 1e6)),
+        int(round(min(max(n, 0.5), 4.0) * 2)) * 2,
+        int(round(math.log(re / scene.scale) * 20)),
+        q_q,
+        pa_q,
     )
     x, y = scene.to_pix(x_arcsec, y_arcsec)
     scene.add_stamp(stamp, int(round(x)), int(round(y)), fluxes)
@@ -454,8 +461,8 @@ def _sersic(n, hlr, q=1.0, beta_rad=0.0):
     once (about 20 ms), so a small set of indices stays fast.
     """
     g = _galsim()
-    n = float(np.clip(round(n * 20) / 20.0, 0.3, 6.0))
-    q = float(np.clip(q, 0.1, 1.0))
+    n = min(max(round(n * 20) / 20.0, 0.3), 6.0)
+    q = min(max(float(q), 0.1), 1.0)
     prof = g.Sersic(n=n, half_light_radius=hlr * math.sqrt(q), flux=1.0, gsparams=_gsparams())
     if q < 0.999:
         prof = prof.shear(q=q, beta=beta_rad * g.radians)
@@ -535,7 +542,7 @@ def _field_galaxies(rng, scene, ctx, density=1.0):
     fl = (_mag_to_nmgy(mags) * ctx.model.flux_per_nmgy * ctx.cond.gain[:, None]).T
     # Unresolved or below the noise: a point source is indistinguishable
     # after the PSF and costs nothing.
-    point = (re < 0.3) | (mags_r > 24.8)
+    point = (re < 0.3) | (mags_r > 24.2)
     scene.add_points(xs[point], ys[point], fl[point])
     for i in np.nonzero(~point)[0]:
         if re[i] <= _TEMPLATE_MAX_RE:
@@ -1014,17 +1021,20 @@ _ARTIFACT_BUILDERS = {
 # Image formation
 
 
-@lru_cache(maxsize=64)
-def _psf_stamp(scale_q, fwhm_q, beta_q):
-    """Unit-flux Moffat PSF drawn by GalSim on a 65 x 65 native-pixel stamp.
-
-    FWHM and beta are quantised (0.02", 0.2) so stamps are reused; the stamp
-    holds all but ~0.1 % of the light of the widest PSFs we draw.
-    """
+@lru_cache(maxsize=360)
+def _psf_kernel_cached(n, fwhm_q, beta_q):
     g = _galsim()
-    psf = g.Moffat(beta=beta_q / 10.0, fwhm=fwhm_q / 100.0, gsparams=_gsparams())
-    img = psf.drawImage(nx=65, ny=65, scale=scale_q / 1e6, method="no_pixel").array
-    return img / img.sum()
+    psf = g.Moffat(beta=beta_q / 10.0, fwhm=math.exp(fwhm_q / 50.0), gsparams=_gsparams())
+    m = min(65, n - 1 + n % 2)
+    stamp = psf.drawImage(nx=m, ny=m, scale=1.0, method="no_pixel").array
+    h = m // 2
+    img = np.zeros((n, n))
+    img[:m, :m] = stamp / stamp.sum()
+    # Move the stamp centre to pixel (0, 0).
+    img = np.roll(img, (-h, -h), axis=(0, 1))
+    spec = np.fft.rfft2(img)
+    spec.flags.writeable = False
+    return spec
 
 
 @lru_cache(maxsize=16)
@@ -1035,20 +1045,15 @@ def _freq_grids(n):
 
 
 def _psf_kernel_fft(n, scale, fwhm, beta):
-    """rFFT of the PSF centred on pixel (0, 0) of an n x n grid."""
-    fwhm_q = int(round(fwhm * 50)) * 2
-    beta_q = int(round(beta * 5)) * 2
-    stamp = _psf_stamp(int(round(scale * 1e6)), fwhm_q, beta_q)
-    h = stamp.shape[0] // 2
-    if n < stamp.shape[0]:
-        c = stamp.shape[0] // 2
-        stamp = stamp[c - n // 2 : c - n // 2 + n, c - n // 2 : c - n // 2 + n]
-        h = n // 2
-    img = np.zeros((n, n))
-    img[: stamp.shape[0], : stamp.shape[1]] = stamp
-    # Move the stamp centre to pixel (0, 0).
-    img = np.roll(img, (-h, -h), axis=(0, 1))
-    return np.fft.rfft2(img)
+    """rFFT of a unit-flux Moffat PSF (GalSim) centred on pixel (0, 0).
+
+    The FWHM in pixels is quantised in 2 % steps and beta in steps of 0.3 so
+    kernels are reused; the 65-pixel stamp holds all but ~0.1 % of the
+    light of the widest PSFs drawn.
+    """
+    fwhm_q = int(round(math.log(fwhm / scale) * 50))
+    beta_q = int(round(beta / 0.3)) * 3
+    return _psf_kernel_cached(n, fwhm_q, beta_q)
 
 
 @lru_cache(maxsize=16)
@@ -1098,6 +1103,51 @@ def _upsample_fft(spec, n, k, out_n):
         n = m
     start = (n - out_n) // 2
     return img[..., start : start + out_n, start : start + out_n]
+
+
+_NOISE_BANK_SIDE = 512
+
+
+@lru_cache(maxsize=8)
+def _noise_bank(corr_q, k):
+    """Unit native-pixel white noise, optionally correlated, resampled k times.
+
+    Three independent 512-native-pixel fields (one per band) made once per
+    process from a fixed seed; cutouts take random crops, flips and
+    transposes of them.
+    """
+    n = _NOISE_BANK_SIDE
+    rng = np.random.default_rng(np.random.SeedSequence([0x4015E, corr_q, k]))
+    spec = np.fft.rfft2(rng.standard_normal((3, n, n)))
+    corr = corr_q / 10.0
+    if corr > 0:
+        fy, fx = _freq_grids(n)
+        filt = np.exp(-2 * (math.pi * corr) ** 2 * (fx**2 + fy**2))
+        # Keep the per-pixel variance: correlation moves noise power to
+        # larger scales, it does not change the depth.
+        spec *= filt / math.sqrt(np.mean(filt**2))
+    bank = (_upsample_fft(spec, n, k, n * k) * k**2).astype(np.float32)
+    bank.flags.writeable = False
+    return bank
+
+
+def _noise(rng, corr, k, size):
+    """Unit-variance native noise resampled to the cutout grid, (3, size, size)."""
+    bank = _noise_bank(int(round(corr * 10)), k)
+    side = bank.shape[-1]
+    out = np.empty((3, size, size))
+    for b in range(3):
+        y0, x0 = rng.integers(0, side - size + 1, 2)
+        crop = bank[b, y0 : y0 + size, x0 : x0 + size]
+        t = rng.integers(0, 8)
+        if t & 1:
+            crop = crop[::-1]
+        if t & 2:
+            crop = crop[:, ::-1]
+        if t & 4:
+            crop = crop.T
+        out[b] = crop
+    return out
 
 
 def _geometry(info, size, pixel_scale, randomize, rng):
@@ -1158,20 +1208,18 @@ def _render(ra, dec, survey, seed, label, size, pixel_scale, randomize):
     # PSF, noise, resampling.
     nat_sigma = cond.noise * model.flux_per_nmgy
     sky = cond.sky * scale**2 * model.flux_per_nmgy
-    noise = rng.standard_normal(size=(3, n, n))
     kern = np.stack(
         [_psf_kernel_fft(n, scale, cond.psf_fwhm[b], cond.psf_beta) for b in range(3)]
     )
     spec = np.fft.rfft2(scene.pre) * kern
-    nspec = np.fft.rfft2(noise) * nat_sigma[:, None, None]
-    if cond.noise_corr > 0:
-        fy, fx = _freq_grids(n)
-        filt = np.exp(-2 * (math.pi * cond.noise_corr) ** 2 * (fx**2 + fy**2))
-        # Keep the per-pixel variance: correlation moves noise power to
-        # larger scales, it does not change the depth.
-        nspec *= filt / math.sqrt(np.mean(filt**2))
-    spec += nspec + np.fft.rfft2(scene.post + sky[:, None, None])
-    out = _upsample_fft(spec, n, k, size).astype(np.float32)
+    if scene.post.any():
+        spec += np.fft.rfft2(scene.post)
+    out = _upsample_fft(spec, n, k, size)
+    # Noise and sky go on after resampling: the noise comes from a bank of
+    # already-resampled fields, which saves three FFTs per cutout.
+    out += _noise(rng, cond.noise_corr, k, size) * (nat_sigma / k**2)[:, None, None]
+    out += (sky / k**2)[:, None, None]
+    out = out.astype(np.float32)
     info_dict = dict(
         label=label,
         kind=kind,

@@ -195,7 +195,9 @@ class HipsBackend(SurveyBackend):
                     raise FetchError(f"{response.url}: FITS answer holds no image")
                 plane = np.asarray(hdu.data, dtype=np.float32)
                 header = hdu.header.copy()
-        except (OSError, ValueError, TypeError) as exc:
+        except FetchError:
+            raise
+        except Exception as exc:  # untrusted bytes: any parser failure means unusable
             raise FetchError(f"{response.url}: FITS answer cannot be read: {exc}") from exc
         plane = np.squeeze(plane)
         size = int(self.cutout_size)

@@ -51,10 +51,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Where a service operator who sees our traffic can read who we are.
-PROJECT_URL = "https://lsbg-classify.readthedocs.io"
 
 #: Identifies the package to service operators (they ask for this).
-DEFAULT_USER_AGENT = f"lsbg-classify/{__version__} (+{PROJECT_URL})"
+DEFAULT_USER_AGENT = f"lsbg-classify/{__version__} (python-requests; DeepShadows LSBG classifier)"
 
 #: HTTP statuses worth retrying: rate limiting and server-side trouble.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

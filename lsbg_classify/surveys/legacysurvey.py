@@ -160,7 +160,9 @@ def normalise_fits_cube(data, bands, requested=None, extra_header=None, expected
                 raise FetchError("FITS answer holds no image")
             cube = np.asarray(hdu.data, dtype=np.float32)
             header = hdu.header.copy()
-    except (OSError, ValueError, TypeError) as exc:
+    except FetchError:
+        raise
+    except Exception as exc:  # untrusted bytes: any parser failure means unusable
         raise FetchError(f"FITS answer cannot be read: {exc}") from exc
     if cube.ndim == 2:
         cube = cube[None]
