@@ -50,7 +50,7 @@ def test_success_sends_polite_user_agent(viewer):
     assert response.content.startswith(b"\xff\xd8")
     agent = viewer.log[-1].headers["User-Agent"]
     assert agent == DEFAULT_USER_AGENT
-    assert agent.startswith(f"lsbg-classify/{__version__} (+http")
+    assert agent.startswith(f"lsbg-classify/{__version__} (")
 
 
 def test_defaults_are_polite():
