@@ -262,15 +262,25 @@ def _cmd_train(args):
 
 
 def _cmd_evaluate(args):
+    import numpy as np
+
     from .evaluate import evaluate_model
     from .model import load_model
     from .training import load_dataset
 
-    X, y, _ = load_dataset(args.data)
-    table, _ = evaluate_model(load_model(args.model), X, y, args.output_dir, args.threshold)
-    table.pprint(max_lines=-1)
-    m = table.meta
-    print(f"confusion: TN {m['tn']}  FP {m['fp']}  FN {m['fn']}  TP {m['tp']}  (n = {m['n']})")
+    X, y, extra = load_dataset(args.data)
+    model = load_model(args.model)
+    subsets = {"all": np.ones(len(y), bool)}
+    # Sets such as the real development set mark how each cutout was chosen.
+    for name in np.unique(extra["selection"]) if "selection" in extra else ():
+        subsets[str(name)] = extra["selection"] == name
+    for label, rows in subsets.items():
+        table, _ = evaluate_model(model, X[rows], y[rows], args.output_dir, args.threshold,
+                                  label=label if len(subsets) > 1 else "test")
+        m = table.meta
+        print(f"{Path(args.data).name} [{label}]: n = {m['n']}; confusion TN {m['tn']} FP {m['fp']} "
+              f"FN {m['fn']} TP {m['tp']}")
+        table.pprint(max_lines=-1)
 
 
 def _real_sets(paths):

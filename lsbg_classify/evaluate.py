@@ -10,10 +10,13 @@ import numpy as np
 from astropy.table import Table
 from sklearn import metrics as skm
 
+from .sheets import contact_sheet
+
 __all__ = ["binary_metrics", "bootstrap_intervals", "metrics_table", "plot_confusion",
            "plot_roc", "plot_history", "evaluate_model"]
 
-METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc")
+# recall is the LSBG class's recall; specificity is the artifact class's.
+METRIC_NAMES = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
 N_BOOTSTRAP = 1000
 CONFIDENCE = 0.95
 
@@ -45,6 +48,7 @@ def binary_metrics(y_true, prob, threshold=0.5):
         "accuracy": skm.accuracy_score(y_true, pred),
         "precision": skm.precision_score(y_true, pred, zero_division=0),
         "recall": skm.recall_score(y_true, pred, zero_division=0),
+        "specificity": tn / (tn + fp) if tn + fp else np.nan,
         "f1": skm.f1_score(y_true, pred, zero_division=0),
         "roc_auc": skm.roc_auc_score(y_true, prob) if both else np.nan,
         "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
@@ -165,7 +169,8 @@ def evaluate_model(model, X, y, output_dir=None, threshold=0.5, label="test", se
         Images (n, 64, 64, 3), uint8 or float in [0, 1], and 0/1 labels.
     output_dir : path-like, optional
         Receives ``metrics_<label>.ecsv``, ``confusion_<label>.png`` and
-        ``roc_<label>.png``.
+        ``roc_<label>.png`` and ``misclassified_<label>.png`` (a sheet of
+        the wrongly classified cutouts, frame = true class).
 
     Returns
     -------
@@ -183,4 +188,10 @@ def evaluate_model(model, X, y, output_dir=None, threshold=0.5, label="test", se
         plot_confusion(table.meta, out / f"confusion_{label}.png", title=f"{model.name}: {label}")
         if len(np.unique(y)) == 2:
             plot_roc({model.name: (y, prob)}, out / f"roc_{label}.png", title=f"{model.name}: {label}")
+        wrong = np.flatnonzero((prob >= threshold).astype(int) != np.asarray(y))
+        if len(wrong):
+            contact_sheet(np.asarray(X)[wrong], out / f"misclassified_{label}.png",
+                          captions=[f"#{i} p={prob[i]:.2f}" for i in wrong],
+                          labels=np.asarray(y)[wrong],
+                          title=f"{model.name}: misclassified in {label} (frame = true class: green LSBG, red artifact)")
     return table, prob

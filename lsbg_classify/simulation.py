@@ -134,7 +134,7 @@ class _SurveyModel:
 # 0.75 mag for 10 sigma) and seeing.
 _MODELS = {
     "des": _SurveyModel(
-        depth10=(24.33, 24.08, 22.69),
+        depth10=(24.08, 24.08, 22.69),
         psf_fwhm=(1.12, 0.96, 0.88),
         psf_scatter=0.12,
         depth_scatter=0.15,
@@ -156,10 +156,18 @@ _MODELS = {
 # larger than the aperture depth implies; calibrated so the simulated
 # background noise of des-dr1 cutouts (after the 64x64 resize) matches the
 # real ones (calibration.compare_real_vs_simulated).
-_NOISE_CALIBRATION = 4.5
+_NOISE_CALIBRATION = 2.5
+
+# Brightness of sources relative to the noise and the colour stretch.  Real
+# viewer cutouts (des_real_10, des_dev_119) show candidates, field sources
+# and the brightest pixels about 0.75 mag brighter against the asinh stretch
+# than the catalogued nanomaggy fluxes of DES objects predict; this factor
+# matches them (calibration.compare_real_vs_simulated: central brightness,
+# source counts, upper pixel quantiles).  Noise is calibrated separately.
+_FLUX_SCALE = 2.0
 
 # Gaussian correlation length (native pixels) of the coadd noise.
-_NOISE_CORRELATION = 0.0
+_NOISE_CORRELATION = 0.8
 
 # Margin (native pixels) drawn around the cutout so light from just outside
 # reaches it and the FFT's wrap-around stays out of view.
@@ -248,10 +256,12 @@ def _draw_conditions(rng, model, native_scale, randomize):
     # positive from unresolved light; in nanomaggies per arcsec^2.
     sky_sb = rng.normal(0.0006, 0.0012 if randomize else 0.0006, 3)
     sky_sb += rng.normal(0.0, 0.0004) * np.ones(3)
-    gain = np.exp(rng.normal(0.0, 0.08, 3)) if randomize else np.ones(3)
+    gain = np.full(3, _FLUX_SCALE)
+    if randomize:
+        gain = gain * math.exp(rng.normal(0.0, 0.2)) * np.exp(rng.normal(0.0, 0.08, 3))
     corr = _NOISE_CORRELATION
     if randomize:
-        corr = float(rng.choice([0.0, 0.3, 0.6]))
+        corr = float(rng.choice([0.4, 0.8, 1.1]))
     quality = int(rng.integers(70, 96)) if randomize else JPEG_QUALITY
     return _Conditions(fwhm, float(beta), sigma, sky_sb, gain, corr, quality)
 
@@ -752,7 +762,7 @@ def _lsbg_params(rng):
             break
     n = float(np.clip(math.exp(rng.normal(math.log(0.85), 0.3)), 0.35, 2.2))
     ell = float(np.clip(rng.beta(2.0, 3.5) * 0.9, 0.0, 0.8))
-    mu_mean = 24.2 + rng.gamma(1.6, 0.45)
+    mu_mean = 24.2 + rng.gamma(1.3, 0.35)
     mu0 = mu_mean - _sersic_mean_sb_offset(n)
     red = rng.random() < 0.33
     if red:

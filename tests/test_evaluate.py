@@ -13,6 +13,7 @@ def test_metrics_on_a_known_confusion_matrix():
     assert m["accuracy"] == pytest.approx(5 / 8)
     assert m["precision"] == pytest.approx(3 / 5)
     assert m["recall"] == pytest.approx(3 / 4)
+    assert m["specificity"] == pytest.approx(2 / 4)
     assert m["f1"] == pytest.approx(2 * 0.6 * 0.75 / 1.35)
     # AUC from the rank statistic: pairs (pos > neg) / 16
     pairs = sum(a > b for a in p[:4] for b in p[4:])
@@ -44,7 +45,7 @@ def test_metrics_table_and_figures(tmp_path):
     y = rng.integers(0, 2, 200)
     p = np.clip(y * 0.5 + rng.uniform(0, 0.6, 200), 0, 1)
     table = metrics_table(y, p, n_boot=100)
-    assert list(table["metric"]) == ["accuracy", "precision", "recall", "f1", "roc_auc"]
+    assert list(table["metric"]) == ["accuracy", "precision", "recall", "specificity", "f1", "roc_auc"]
     assert np.all(table["ci_low"] <= table["value"]) and np.all(table["value"] <= table["ci_high"])
     assert table.meta["tn"] + table.meta["fp"] + table.meta["fn"] + table.meta["tp"] == 200
     plot_confusion(table.meta, tmp_path / "cm.png")

@@ -91,7 +91,7 @@ class HipsBackend(SurveyBackend):
         base_url=None,
         timeout=None,
         max_retries=None,
-        workers_hint=8,
+        workers_hint=32,
         *,
         backoff=None,
         http=None,
