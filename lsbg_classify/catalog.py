@@ -34,7 +34,6 @@ import os
 import re
 import stat
 import tempfile
-import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -151,28 +150,6 @@ def format_from_path(path, reading=False):
     return None
 
 
-_PARQUET_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _parquet_without_pandas():
-    """Let astropy read Parquet when pandas is missing.
-
-    astropy's Parquet reader refuses to run without pandas although it only
-    uses pyarrow (``DataType.to_pandas_dtype`` works without pandas for the
-    numeric types a catalog holds).  Lift that check while reading.
-    """
-    from astropy.io.misc import parquet as _pq
-
-    if getattr(_pq, "HAS_PANDAS", True):
-        yield
-        return
-    with _PARQUET_LOCK:
-        _pq.HAS_PANDAS = True
-        try:
-            yield
-        finally:
-            _pq.HAS_PANDAS = False
 
 
 def read_catalog(path, format=None, **kwargs):
@@ -211,8 +188,7 @@ def read_catalog(path, format=None, **kwargs):
         if fmt == "votable":
             table = _read_votable(path, **kwargs)
         else:
-            with _parquet_without_pandas() if fmt == "parquet" else contextlib.nullcontext():
-                table = Table.read(path, format=fmt, **kwargs)
+            table = Table.read(path, format=fmt, **kwargs)
     except Exception as exc:
         hint = "" if fmt else "; pass format= (e.g. 'fits', 'csv', 'ecsv', 'parquet', 'votable')"
         raise CatalogError(f"cannot read catalog {path}{how}: {exc}{hint}") from exc

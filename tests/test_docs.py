@@ -1,0 +1,81 @@
+"""The documentation keeps up with the command line and the README.
+
+- Every subcommand of ``lsbg-classify`` has a user-guide page
+  ``docs/cli/<name>.rst`` that mentions each of its long options, and the
+  page is in the documentation's table of contents.
+- The README's test command is the one ``.ci/run`` runs.
+"""
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from lsbg_classify.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+# Subcommands documented together on another command's page.
+SHARED_PAGES = {"finetune": "train"}
+
+README_TEST_PREFIX = 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]"'
+
+
+def _subcommands():
+    parser = build_parser()
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(actions) == 1, "expected one set of subcommands"
+    return dict(actions[0].choices)
+
+
+def _long_options(subparser):
+    options = []
+    for action in subparser._actions:
+        for opt in action.option_strings:
+            if opt.startswith("--") and opt != "--help":
+                options.append(opt)
+    return options
+
+
+def _mentions(text, option):
+    # "--val" must not be satisfied by "--val-fraction".
+    return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text) is not None
+
+
+SUBCOMMANDS = _subcommands()
+
+
+def test_there_are_subcommands():
+    assert "classify" in SUBCOMMANDS
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_subcommand_has_a_page_with_all_its_options(name):
+    page_name = SHARED_PAGES.get(name, name)
+    page = DOCS / "cli" / f"{page_name}.rst"
+    assert page.is_file(), f"subcommand {name!r} has no page docs/cli/{page_name}.rst"
+    text = page.read_text(encoding="utf-8")
+    assert _mentions(text, name) or name in text, f"{page.name} does not name {name!r}"
+    missing = [opt for opt in _long_options(SUBCOMMANDS[name]) if not _mentions(text, opt)]
+    assert not missing, f"docs/cli/{page_name}.rst does not mention {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_subcommand_page_is_in_the_toctree(name):
+    page_name = SHARED_PAGES.get(name, name)
+    index = (DOCS / "index.rst").read_text(encoding="utf-8")
+    assert re.search(rf"^\s+cli/{re.escape(page_name)}\s*$", index, re.M), (
+        f"cli/{page_name} is not in the toctree of docs/index.rst"
+    )
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    commands = [line.strip() for line in readme if line.strip().startswith(README_TEST_PREFIX)]
+    assert len(commands) == 1, "README.md should give exactly one test command"
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert commands[0] in ci, (
+        f"the README's test command is not a line of .ci/run:\n  {commands[0]}"
+    )
