@@ -150,8 +150,6 @@ def format_from_path(path, reading=False):
     return None
 
 
-
-
 def read_catalog(path, format=None, **kwargs):
     """Read a candidate catalog.
 
