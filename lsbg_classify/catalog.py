@@ -120,6 +120,19 @@ _UNIT_ALIASES = {
 # --------------------------------------------------------------------------- reading
 
 
+def _one_line(exc):
+    """First line of an exception's message, for one-line error messages.
+
+    astropy's messages can run to dozens of lines (the table of every format
+    it knows when it cannot identify a file); the command line promises a
+    one-line error, and the first line says what went wrong.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] + (" [...]" if len(lines) > 1 else "")
+
+
 def _normalise_format(fmt):
     fmt = str(fmt).lower()
     return _FORMAT_ALIASES.get(fmt, fmt)
@@ -182,14 +195,21 @@ def read_catalog(path, format=None, **kwargs):
         raise CatalogError(f"catalog path is not a file: {path}")
     fmt = _normalise_format(format) if format else format_from_path(path, reading=True)
     how = f" as {fmt}" if fmt else ""
-    try:
-        if fmt == "votable":
-            table = _read_votable(path, **kwargs)
-        else:
-            table = Table.read(path, format=fmt, **kwargs)
-    except Exception as exc:
-        hint = "" if fmt else "; pass format= (e.g. 'fits', 'csv', 'ecsv', 'parquet', 'votable')"
-        raise CatalogError(f"cannot read catalog {path}{how}: {exc}{hint}") from exc
+    # A damaged file makes the readers warn before they fail (astropy.io.fits:
+    # "Header size is not multiple of 2880 ... the file is corrupted"), which
+    # would print several lines ahead of the one-line error.  Hold the
+    # warnings back and pass them on only if the file was read after all.
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            if fmt == "votable":
+                table = _read_votable(path, **kwargs)
+            else:
+                table = Table.read(path, format=fmt, **kwargs)
+        except Exception as exc:
+            hint = "" if fmt else "; pass format= (e.g. 'fits', 'csv', 'ecsv', 'parquet', 'votable')"
+            raise CatalogError(f"cannot read catalog {path}{how}: {_one_line(exc)}{hint}") from exc
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     if not isinstance(table, Table):  # e.g. a reader handing back a list of tables
         raise CatalogError(f"cannot read catalog {path}{how}: got {type(table).__name__}")
     _gather_fits_provenance(table.meta)
@@ -595,10 +615,13 @@ def extract_positions(table, ra_col=None, dec_col=None, on_invalid="raise"):
 def _report_invalid(problems, n_bad, n, on_invalid):
     text = "\n  ".join(problems)
     if on_invalid == "raise":
+        # One line (problems joined with "; "): the command line prints this
+        # message as its one-line error (docs/cli/classify.rst).
         raise CatalogError(
-            f"{n_bad} of {n} rows have invalid positions (rows numbered from 0):\n  {text}\n"
-            "fix the catalog, or use on_invalid='flag' (--on-invalid flag) to give these "
-            f"rows status {_status.INVALID_POSITION!r} and classify the rest"
+            f"{n_bad} of {n} rows have invalid positions (rows numbered from 0): "
+            f"{'; '.join(problems)}; fix the catalog, or use on_invalid='flag' "
+            f"(--on-invalid flag) to give these rows status {_status.INVALID_POSITION!r} "
+            "and classify the rest"
         )
     warnings.warn(
         f"{n_bad} of {n} rows have invalid positions and get status "
@@ -941,6 +964,6 @@ def write_catalog(table, path, format=None, overwrite=False):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, Exception):
-            raise CatalogError(f"cannot write {path} as {fmt}: {exc}") from exc
+            raise CatalogError(f"cannot write {path} as {fmt}: {_one_line(exc)}") from exc
         raise
     _fsync(path.parent, directory=True)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import evaluate_model, plot_history
-from .model import load_model
+from .evaluate import evaluate_model, metrics_table, plot_history
+from .model import file_sha256, load_model
 from .simulation import SIMULATOR_VERSION, make_training_set
 from .training import load_dataset, save_dataset, split_dataset, train
 from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 
-__all__ = ["RECIPE", "build_bundled_models"]
+__all__ = ["RECIPE", "build_bundled_models", "crossfit_finetune"]
 
 #: Sizes and settings of the bundled-weights run (the paper's where CPU time allows).
 RECIPE = {
@@ -32,6 +32,7 @@ RECIPE = {
     "hsc_validation": 160,
     "hsc_test": 960,  # the paper
     "hsc_epochs": FINETUNE_DEFAULTS["epochs"],
+    "real_folds": 5,
     "seed": 2021,
 }
 
@@ -51,8 +52,67 @@ def _metrics(table):
     return row
 
 
-def build_bundled_models(work_dir, real_sets=None, install_dir=None, workers=2, recipe=None,
-                         verbose=2):
+def crossfit_finetune(initial_weights, X, y, work_dir, folds=5, seed=0, verbose=0,
+                      **finetune_options):
+    """Honest scores for fine-tuning on a small real set: cross-fitting.
+
+    The set is cut into ``folds`` stratified parts; for each part the model
+    is fine-tuned on the others and scores the part it has not seen.  The
+    out-of-fold probabilities measure what fine-tuning on such a set buys
+    on new cutouts; a final model is then fine-tuned on the whole set.
+
+    Parameters
+    ----------
+    initial_weights : path-like
+        Weights to start from (the simulated-sky DES model).
+    X, y : numpy.ndarray
+        Real labelled cutouts, uint8 (n, 64, 64, 3), and 0/1 labels.
+    work_dir : path-like
+        One sub-folder per fold and ``all/`` for the final model.
+    folds : int
+        Number of parts.
+    **finetune_options
+        ``epochs``, ``batch_size``, ``learning_rate`` (default: the
+        paper's fine-tuning settings).
+
+    Returns
+    -------
+    oof_prob : numpy.ndarray
+        Out-of-fold LSBG probabilities, one per cutout.
+    final_weights : pathlib.Path
+        Weights fine-tuned on the whole set.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    options = {**FINETUNE_DEFAULTS, **finetune_options}
+    work = Path(work_dir)
+    oof = np.full(len(y), np.nan, np.float32)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (fit_rows, held_rows) in enumerate(splitter.split(X, y)):
+        fold_dir = work / f"fold{k}"
+        if not (fold_dir / "training.json").exists():
+            train(X[fit_rows], y[fit_rows], None, None, fold_dir, initial_weights=initial_weights,
+                  seed=seed + k, verbose=verbose, **options)
+        oof[held_rows] = load_model(fold_dir / "best.weights.h5").predict(X[held_rows])
+    final = work / "all"
+    if not (final / "training.json").exists():
+        train(X, y, None, None, final, initial_weights=initial_weights, seed=seed, verbose=verbose,
+              **options)
+    return oof, final / "best.weights.h5"
+
+
+def _subset_metrics(y, prob, selection, seed):
+    """Metrics on the whole set and on each selection subset."""
+    out = {"all": _metrics(metrics_table(y, prob, seed=seed))}
+    if selection is not None:
+        for name in np.unique(selection):
+            rows = selection == name
+            out[str(name)] = _metrics(metrics_table(y[rows], prob[rows], seed=seed))
+    return out
+
+
+def build_bundled_models(work_dir, real_sets=None, real_finetune=None, install_dir=None, workers=2,
+                         recipe=None, verbose=2):
     """Make the DES and HSC weights from scratch.
 
     Parameters
@@ -61,8 +121,14 @@ def build_bundled_models(work_dir, real_sets=None, install_dir=None, workers=2, 
         Data sets, checkpoints, histories and figures go here; finished
         steps are reused, so an interrupted run resumes.
     real_sets : dict, optional
-        Name → (X, y) of real labelled cutouts to score with the DES model
-        (e.g. the development set); their metrics go into the card.
+        Name → (X, y, selection or None) of real labelled cutouts to score
+        with the simulated-sky DES model; metrics go into the card.
+    real_finetune : tuple, optional
+        (X, y, selection or None) real labelled DES cutouts.  The DES model
+        is then fine-tuned on them (paper's fine-tuning settings), its
+        accuracy on new real cutouts estimated by cross-fitting
+        (:func:`crossfit_finetune`), and the model fine-tuned on all of them
+        is the one shipped as ``des``.
     install_dir : path-like, optional
         Copy ``des.weights.h5``/``hsc.weights.h5`` and their cards here
         (the package's ``data/models`` to replace the bundled weights).
@@ -89,9 +155,25 @@ def build_bundled_models(work_dir, real_sets=None, install_dir=None, workers=2, 
               patience=r["des_patience"], seed=seed, verbose=verbose)
     des_record = json.loads((des_dir / "training.json").read_text())
     plot_history(des_record["history"], des_dir / "history.png")
-    des_model = load_model(des_dir / "best.weights.h5")
-    des_model.name = "des"
+    des_sim_weights = des_dir / "best.weights.h5"
+    des_model = load_model(des_sim_weights)
     des_test, _ = evaluate_model(des_model, X[te], y[te], des_dir, label="simulated_des_test")
+    des_metrics = {"simulated_des_test": _metrics(des_test)}
+    for name, (Xr, yr, selection) in (real_sets or {}).items():
+        prob = des_model.predict(Xr)
+        des_metrics[f"real_{name}_simulated_sky_model"] = _subset_metrics(yr, prob, selection, seed)
+
+    shipped_des = des_sim_weights
+    if real_finetune is not None:
+        Xr, yr, selection = real_finetune
+        oof, shipped_des = crossfit_finetune(des_sim_weights, Xr, yr, work / "des_real_finetune",
+                                             folds=r["real_folds"], seed=seed)
+        des_metrics["real_finetune_crossfit"] = _subset_metrics(yr, oof, selection, seed)
+        des_record["real_finetune"] = {
+            "n": int(len(yr)), "folds": r["real_folds"], **FINETUNE_DEFAULTS,
+            "note": "shipped weights: simulated-sky model fine-tuned on all these real cutouts; "
+                    "real_finetune_crossfit metrics are out-of-fold (each cutout scored by a "
+                    "model that never saw it)"}
 
     hsc_n = r["hsc_finetune"] + r["hsc_validation"] + r["hsc_test"]
     Xh, yh = _dataset(work / "hsc_sim.npz", hsc_n, "hsc", seed + 1, workers)
@@ -101,37 +183,34 @@ def build_bundled_models(work_dir, real_sets=None, install_dir=None, workers=2, 
     hsc_dir = work / "hsc"
     before, _ = evaluate_model(des_model, Xh[ht], yh[ht], hsc_dir, label="simulated_hsc_test_before")
     if not (hsc_dir / "training.json").exists():
-        train(Xh[ft], yh[ft], Xh[hv], yh[hv], hsc_dir, initial_weights=des_dir / "best.weights.h5",
+        train(Xh[ft], yh[ft], Xh[hv], yh[hv], hsc_dir, initial_weights=des_sim_weights,
               epochs=r["hsc_epochs"], batch_size=FINETUNE_DEFAULTS["batch_size"],
               learning_rate=FINETUNE_DEFAULTS["learning_rate"], seed=seed, verbose=verbose)
     hsc_record = json.loads((hsc_dir / "training.json").read_text())
     plot_history(hsc_record["history"], hsc_dir / "history.png")
-    hsc_model = load_model(hsc_dir / "best.weights.h5")
-    hsc_model.name = "hsc"
-    after, _ = evaluate_model(hsc_model, Xh[ht], yh[ht], hsc_dir, label="simulated_hsc_test_after")
-
-    real = {}
-    for name, (Xr, yr) in (real_sets or {}).items():
-        table, _ = evaluate_model(des_model, Xr, yr, des_dir, label=f"real_{name}")
-        real[name] = _metrics(table)
+    after, _ = evaluate_model(load_model(hsc_dir / "best.weights.h5"), Xh[ht], yh[ht], hsc_dir,
+                              label="simulated_hsc_test_after")
 
     common = {"simulator_version": SIMULATOR_VERSION, "recipe": r,
               "command": "lsbg-classify build-models"}
     cards = {
-        "des": {**des_record, **common,
-                "training_data": f"simulated DES g,r,z sky, {len(tr)} train / {len(va)} validation",
-                "metrics": {"simulated_des_test": _metrics(des_test), **{f"real_{k}": v for k, v in real.items()}}},
+        "des": {**des_record, **common, "weights_sha256": file_sha256(shipped_des),
+                "training_data": f"simulated DES g,r,z sky, {len(tr)} train / {len(va)} validation"
+                + ("; then fine-tuned on real labelled DES cutouts" if real_finetune else ""),
+                "metrics": des_metrics},
         "hsc": {**hsc_record, **common,
-                "training_data": f"DES model fine-tuned on {len(ft)} simulated HSC g,r,i cutouts",
+                "training_data": f"simulated-sky DES model fine-tuned on {len(ft)} simulated HSC "
+                                 "g,r,i cutouts",
                 "metrics": {"simulated_hsc_test_before_finetune": _metrics(before),
                             "simulated_hsc_test_after_finetune": _metrics(after)}},
     }
-    for name, folder in (("des", des_dir), ("hsc", hsc_dir)):
-        cards[name].pop("history", None)
-        (folder / "card.json").write_text(json.dumps(cards[name], indent=1))
+    shipped = {"des": shipped_des, "hsc": hsc_dir / "best.weights.h5"}
+    for name, card in cards.items():
+        card.pop("history", None)
+        (work / f"{name}_card.json").write_text(json.dumps(card, indent=1))
         if install_dir is not None:
             dest = Path(install_dir)
             dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(folder / "best.weights.h5", dest / f"{name}.weights.h5")
-            (dest / f"{name}.json").write_text(json.dumps(cards[name], indent=1))
+            shutil.copyfile(shipped[name], dest / f"{name}.weights.h5")
+            (dest / f"{name}.json").write_text(json.dumps(card, indent=1))
     return cards

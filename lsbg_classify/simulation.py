@@ -13,12 +13,24 @@ step by step:
 2. Bright stars get extended wings, diffraction spikes, saturated cores and
    bleed trails; ghosts, scattered light and Galactic cirrus are added where
    the scene calls for them.
-3. Sky noise at the survey depth (per band) is added on the native grid.
-4. The viewer resamples the coadd to the cutout pixel scale (0.131"/px for
+3. The viewer resamples the coadd to the cutout pixel scale (0.131"/px for
    ``zoom=15``, half the native scale); we do the same with band-limited
-   (Fourier) interpolation.
+   (Fourier) interpolation, and bilinear interpolation for the sharp-edged
+   detector effects.
+4. Sky noise at the survey depth (white per native pixel, resampled the
+   same way) and a small residual sky level are added.
 5. :func:`lsbg_classify.colour.asinh_rgb` maps the bands to RGB, which is
-   quantised to 8 bits and JPEG-compressed with Pillow.
+   quantised to 8 bits and JPEG-compressed with Pillow (quality 90).
+
+Calibration against real cutouts (:mod:`lsbg_classify.calibration`, the
+real des_real_10 and des_dev_119 sets) fixed three empirical constants:
+the noise level (``_NOISE_CALIBRATION``), a residual sky offset per band
+(``_SKY_OFFSET``) and an overall source brightness against the stretch
+(``_FLUX_SCALE`` = 2, i.e. sources 0.75 mag brighter than catalogue
+nanomaggies would give).  It also showed that the real 64x64 reference
+cutouts were shrunk from 256 px without anti-aliasing (their noise is
+nearly white at 64 px); :func:`make_training_set` can mimic that
+(``resample``).
 
 Units: DES band images are in nanomaggies (zero point 22.5); HSC images are
 in counts with zero point 27 (1 nanomaggy = 63.1 counts), as the services
@@ -57,13 +69,13 @@ __all__ = [
 ]
 
 #: Version of the rendering; bump whenever a cutout's pixels change.
-SIMULATOR_VERSION = "1.0"
+SIMULATOR_VERSION = "1.1"
 
 #: JPEG quality used for the viewer-like JPEGs (Pillow scale).  The viewer
-#: writes its cutouts with a standard library default; 80 reproduces the
-#: block and ringing level seen in real cutouts.  Domain randomisation draws
-#: from 70-95.
-JPEG_QUALITY = 80
+#: has written its JPEGs at quality 90; with it the simulated 64 px noise
+#: texture (neighbour-pixel roughness over MAD) matches des_real_10.  Domain
+#: randomisation draws from 75-95.
+JPEG_QUALITY = 90
 
 # How a position and seed become a random state: positions are rounded to
 # 1e-6 deg (3.6 mas, far below a pixel) like the cache keys, so a catalog
@@ -151,12 +163,14 @@ _MODELS = {
     ),
 }
 
-# Converts the formal aperture depth into the per-pixel noise seen in viewer
-# cutouts.  Coadd resampling correlates the noise, so a pixel's noise is
-# larger than the aperture depth implies; calibrated so the simulated
-# background noise of des-dr1 cutouts (after the 64x64 resize) matches the
-# real ones (calibration.compare_real_vs_simulated).
-_NOISE_CALIBRATION = 2.5
+# Converts the formal aperture depth into the per-pixel noise of viewer
+# cutouts (white on the native grid).  Calibrated so the background noise
+# (MAD per channel) and texture of simulated des-dr1 cutouts, shrunk to
+# 64 px the way the reference cutouts were (see RESAMPLE_METHODS), match
+# des_real_10: MAD R/G/B about 11/6/8 levels of 255.  The factor above 1
+# absorbs coadd depth variations, masked exposures and the viewer's
+# resampling.
+_NOISE_CALIBRATION = 2.4
 
 # Brightness of sources relative to the noise and the colour stretch.  Real
 # viewer cutouts (des_real_10, des_dev_119) show candidates, field sources
@@ -166,8 +180,16 @@ _NOISE_CALIBRATION = 2.5
 # source counts, upper pixel quantiles).  Noise is calibrated separately.
 _FLUX_SCALE = 2.0
 
-# Gaussian correlation length (native pixels) of the coadd noise.
-_NOISE_CORRELATION = 0.8
+# Mean residual sky per band (g, r, z), nanomaggies per arcsec^2.
+_SKY_OFFSET = (-0.006, -0.012, -0.03)
+
+# Gaussian correlation length (native pixels) of the coadd noise.  Zero
+# matches the real texture; randomisation draws 0-0.6.
+_NOISE_CORRELATION = 0.0
+
+# Multiplies the noise of every cutout (1 = the depths above); calibration
+# scripts set it to mimic a deeper release such as DR9.
+_DEPTH_FACTOR = 1.0
 
 # Margin (native pixels) drawn around the cutout so light from just outside
 # reaches it and the FFT's wrap-around stays out of view.
@@ -251,18 +273,21 @@ def _draw_conditions(rng, model, native_scale, randomize):
         depth_factor = math.exp(rng.uniform(math.log(0.5), math.log(1.5)))
     else:
         depth_factor = math.exp(rng.normal(0.0, dscatter))
-    sigma = sigma * depth_factor * np.exp(rng.normal(0.0, 0.06, 3))
-    # Residual sky: coadd sky subtraction leaves small offsets, mostly
-    # positive from unresolved light; in nanomaggies per arcsec^2.
-    sky_sb = rng.normal(0.0006, 0.0012 if randomize else 0.0006, 3)
-    sky_sb += rng.normal(0.0, 0.0004) * np.ones(3)
+    sigma = sigma * depth_factor * np.asarray(_DEPTH_FACTOR) * np.exp(rng.normal(0.0, 0.06, 3))
+    # Residual sky (nanomaggies per arcsec^2).  The asinh stretch clips
+    # negative noise at zero, which lifts the mean sky of noisy bands; the
+    # slightly negative offsets (coadd sky over-subtraction is common) bring
+    # the simulated sky level to the real cutouts' ~33/255 in every channel.
+    sky_sb = np.asarray(_SKY_OFFSET) * depth_factor
+    sky_sb = sky_sb + rng.normal(0.0, 0.004 if randomize else 0.0015, 3)
+    sky_sb += rng.normal(0.0, 0.002 if randomize else 0.0005) * np.ones(3)
     gain = np.full(3, _FLUX_SCALE)
     if randomize:
         gain = gain * math.exp(rng.normal(0.0, 0.2)) * np.exp(rng.normal(0.0, 0.08, 3))
     corr = _NOISE_CORRELATION
     if randomize:
-        corr = float(rng.choice([0.4, 0.8, 1.1]))
-    quality = int(rng.integers(70, 96)) if randomize else JPEG_QUALITY
+        corr = float(rng.choice([0.0, 0.0, 0.3, 0.6]))
+    quality = int(rng.integers(75, 96)) if randomize else JPEG_QUALITY
     return _Conditions(fwhm, float(beta), sigma, sky_sb, gain, corr, quality)
 
 
@@ -521,14 +546,16 @@ def _survey_colours(g_r, r_z, name):
 def _field_galaxies(rng, scene, ctx, density=1.0):
     """Background galaxies with number counts, sizes and colours.
 
-    Counts: dN/dm = 20 * 10**(0.33 (r - 24)) per arcmin^2 per mag
-    (r < 24 gives about 26 per arcmin^2, matching deep-field counts).
+    Counts: dN/dm = 21 * 10**(0.33 (r - 24)) per arcmin^2 per mag
+    (r < 24 gives about 28 per arcmin^2, as in deep-field counts).  Half are
+    red (passive or high-redshift) galaxies, which give the orange dots of
+    real DES cutouts.
     """
     side = scene.n * scene.scale / 60.0
     area = side**2
     m_lo, m_hi = 17.0, 26.0
     a = 0.33
-    norm = 20.0 / (a * math.log(10))
+    norm = 21.0 / (a * math.log(10))
     n_exp = density * area * norm * (10 ** (a * (m_hi - 24)) - 10 ** (a * (m_lo - 24)))
     count = rng.poisson(n_exp)
     u = rng.random(count)
@@ -537,12 +564,12 @@ def _field_galaxies(rng, scene, ctx, density=1.0):
     half = scene.n * scene.scale / 2.0
     xs = rng.uniform(-half, half, count)
     ys = rng.uniform(-half, half, count)
-    red = rng.random(count) < 0.35
-    g_r = np.where(red, rng.normal(1.25, 0.3, count), rng.normal(0.5, 0.2, count))
-    r_z = np.where(red, rng.normal(0.95, 0.25, count), rng.normal(0.45, 0.2, count))
+    red = rng.random(count) < 0.5
+    g_r = np.where(red, rng.normal(1.4, 0.25, count), rng.normal(0.5, 0.2, count))
+    r_z = np.where(red, rng.normal(1.05, 0.25, count), rng.normal(0.45, 0.2, count))
     g_r = np.clip(g_r, -0.1, 2.0)
     r_z = np.clip(r_z, -0.2, 1.8)
-    re = 0.6 * 10 ** (-0.12 * (mags_r - 22.0) + rng.normal(0.0, 0.2, count))
+    re = 0.45 * 10 ** (-0.12 * (mags_r - 22.0) + rng.normal(0.0, 0.2, count))
     re = np.clip(re, 0.08, 8.0)
     q = np.clip(rng.beta(3.0, 1.8, count), 0.15, 1.0)
     n_s = np.where(red, rng.uniform(2.0, 4.0, count), rng.uniform(0.7, 1.5, count))
@@ -564,8 +591,8 @@ def _field_galaxies(rng, scene, ctx, density=1.0):
 
 def _star_colours(rng, count):
     """g-r, r-z of field stars: blue halo turn-off stars and red disc dwarfs."""
-    disc = rng.random(count) < 0.6
-    g_r = np.where(disc, rng.uniform(0.6, 1.5, count), rng.normal(0.35, 0.1, count))
+    disc = rng.random(count) < 0.7
+    g_r = np.where(disc, rng.uniform(0.6, 1.55, count), rng.normal(0.35, 0.1, count))
     r_z = np.where(disc, 0.15 + 0.9 * (g_r - 0.5) + rng.normal(0, 0.1, count) + np.where(g_r > 1.3, rng.uniform(0, 1.2, count), 0), rng.normal(0.05, 0.08, count))
     return g_r, r_z
 
@@ -573,14 +600,14 @@ def _star_colours(rng, count):
 def _field_stars(rng, scene, ctx, density=1.0):
     """Faint field stars (r > 17.5), drawn as points through the PSF.
 
-    dN/dm = 0.45 * 10**(0.12 (r - 22)) per arcmin^2 per mag, scaled by a
+    dN/dm = 0.7 * 10**(0.12 (r - 22)) per arcmin^2 per mag, scaled by a
     per-cutout Galactic density factor.
     """
     side = scene.n * scene.scale / 60.0
     area = side**2
     m_lo, m_hi = 17.5, 26.0
     a = 0.12
-    norm = 0.45 / (a * math.log(10))
+    norm = 0.7 / (a * math.log(10))
     lo, hi = 10 ** (a * (m_lo - 22)), 10 ** (a * (m_hi - 22))
     count = rng.poisson(density * area * norm * (hi - lo))
     mags_r = 22 + np.log10(lo + rng.random(count) * (hi - lo)) / a
@@ -624,90 +651,91 @@ def _bright_star(rng, scene, ctx, x, y, mag_r, g_r=None, r_z=None, spikes=True):
     pix_area = scene.scale**2
     # Core + extended aureole: DECam/HSC PSFs have power-law wings that hold
     # a few per cent of the light out to arcminutes.
-    wing_frac = rng.uniform(0.03, 0.10)
-    wing_fwhm = rng.uniform(2.0, 5.0)
-    prof_core = np.empty((3, scene.n, scene.n))
+    wing_frac = rng.uniform(0.02, 0.06)
+    wing_fwhm = rng.uniform(2.0, 4.0)
+    prof = np.empty((3, scene.n, scene.n))
     for b in range(3):
         core = _moffat_image(r2, ctx.cond.psf_fwhm[b], ctx.cond.psf_beta)
-        wing = _moffat_image(r2, wing_fwhm * (1.0 + 0.15 * (1 - b)), 1.6)
-        prof_core[b] = (core * (1 - wing_frac) + wing * wing_frac) * pix_area * fl[b]
-    scene.post += prof_core
-    sat = ctx.model.saturation * ctx.model.flux_per_nmgy
-    # Diffraction spikes: four thin rays of power-law brightness.
-    if spikes and fl[1] > 0.3 * sat / 0.05:
+        wing = _moffat_image(r2, wing_fwhm * (1.0 + 0.1 * (1 - b)), 1.7)
+        prof[b] = (core * (1 - wing_frac) + wing * wing_frac) * pix_area * fl[b]
+    scene.post += prof
+    sat = ctx.model.saturation * ctx.model.flux_per_nmgy * (scene.scale / 0.262) ** 2
+    excess = float(prof.max(axis=(1, 2)).max() / sat)
+    # Diffraction spikes: four thin rays from the secondary-mirror vanes,
+    # visible once the star saturates; length grows as sqrt(flux).
+    if spikes and excess > 0.5:
         theta0 = rng.uniform(0, math.pi / 2) if rng.random() < 0.5 else math.radians(45 + rng.normal(0, 8))
-        length = 4.0 * (fl[1] / (sat / 0.05)) ** 0.5
-        width = 0.35 * float(np.mean(ctx.cond.psf_fwhm))
+        length = min(1.2 * math.sqrt(excess), 12.0)
+        width = 0.3 * float(np.mean(ctx.cond.psf_fwhm))
         dxs, dys = gx - x, gy - y
+        amp = rng.uniform(0.5, 1.5) * 1e-2
         for k in range(4):
             t = theta0 + k * math.pi / 2
             along = dxs * math.cos(t) + dys * math.sin(t)
             perp = -dxs * math.sin(t) + dys * math.cos(t)
-            ray = np.where(along > 0, 1.0, 0.0) * np.exp(-0.5 * (perp / width) ** 2)
-            ray = ray * np.exp(-along / max(length, 0.5)) / (1.0 + (along / 1.5) ** 2) ** 0.5
+            ok = along > 0
+            ray = np.where(ok, np.exp(-0.5 * (perp / width) ** 2), 0.0)
+            # Vane diffraction falls off about as the inverse square of the
+            # distance beyond the core.
+            ray = ray * np.exp(-along / length) / (1.0 + (along / 1.5) ** 2)
             for b in range(3):
-                scene.post[b] += 2e-4 * fl[b] * ray * pix_area / width
-    # Saturated core: where the star's peak exceeds the full well the coadd
-    # holds masked/interpolated junk.  Each band saturates over its own
-    # radius, which gives the coloured rings of real saturated stars.
-    peak = prof_core.max(axis=(1, 2))
-    if peak.max() > sat:
-        _saturate(rng, scene, prof_core, sat, fl, ctx.model.flux_per_nmgy)
+                scene.post[b] += amp * fl[b] * ray * pix_area / width
+    if excess > 1.0:
+        _saturate(rng, scene, prof, sat, excess, ctx.model.flux_per_nmgy)
 
 
-def _saturate(rng, scene, prof, sat, fl, unit):
+def _saturate(rng, scene, prof, sat, excess, unit):
+    """Replace the saturated core of a star by what coadds show there.
+
+    The coadd holds masked or interpolated pixels: mostly a flat white
+    plateau after the stretch, each band saturating over its own radius
+    (coloured rings), sometimes gaps in one band (coloured stripes), and a
+    bleed trail along the readout direction.
+    """
     n = scene.n
-    # Plateau levels in native flux per pixel (given per 0.0686 arcsec^2, a
-    # DES native pixel).
+    # Plateau per band in native flux per pixel; given per DES native pixel.
     to_pix = unit * scene.scale**2 / 0.0686
-    values = np.array([rng.choice([rng.uniform(1.5, 4.0), rng.uniform(8, 40)]) for _ in range(3)])
+    values = rng.uniform(5.0, 30.0, 3)
+    if rng.random() < 0.3:
+        values[rng.integers(0, 3)] = rng.uniform(0.05, 0.5)
     mask_any = np.zeros((n, n), bool)
     for b in range(3):
-        m = prof[b] > sat * rng.uniform(0.5, 1.5)
+        m = prof[b] > sat * rng.uniform(0.6, 1.6)
         if not m.any():
             continue
         mask_any |= m
-        scene.post[b][m] = 0.0
+        scene.post[b][m] = values[b] * to_pix
         scene.pre[b][m] = 0.0
-        scene.post[b][m] += values[b] * to_pix
     if not mask_any.any():
         return
     ys, xs = np.nonzero(mask_any)
-    # Stripes of masked columns/rows inside the core (interpolation gaps).
     horizontal = rng.random() < 0.7
-    if rng.random() < 0.6:
-        for _ in range(rng.integers(1, 4)):
+    if rng.random() < 0.4:
+        for _ in range(rng.integers(1, 3)):
             b = rng.integers(0, 3)
             if horizontal:
                 row = rng.integers(ys.min(), ys.max() + 1)
-                sel = mask_any[row]
-                scene.post[b, row, sel] *= rng.uniform(0.0, 0.2)
+                scene.post[b, row, mask_any[row]] *= rng.uniform(0.0, 0.1)
             else:
                 col = rng.integers(xs.min(), xs.max() + 1)
-                sel = mask_any[:, col]
-                scene.post[b, sel, col] *= rng.uniform(0.0, 0.2)
-    # Bleed trail along the readout direction, coloured because bands bleed
-    # differently.
-    total = float(np.max(fl))
-    length = int(min(n, 6 + 8 * math.log10(max(total / sat, 1.0)) / scene.scale * 0.262 * 3))
-    if length > 4 and rng.random() < 0.85:
+                scene.post[b, mask_any[:, col], col] *= rng.uniform(0.0, 0.1)
+    # Bleed trail: half-length grows as sqrt(flux over the full well).
+    half = min(0.5 * math.sqrt(excess), 10.0) / scene.scale
+    if half > 3 and rng.random() < 0.8:
         cy, cx = int(round(ys.mean())), int(round(xs.mean()))
         width = int(rng.integers(1, 3))
-        level = np.array([rng.uniform(0.0, 1.5) for _ in range(3)]) * to_pix
-        level[rng.integers(0, 3)] *= rng.uniform(2, 10)
-        for sign in (-1, 1):
-            ln = int(length * rng.uniform(0.5, 1.2))
-            for k in range(ln):
-                fade = 1.0 - 0.5 * k / max(ln, 1)
-                if horizontal:
-                    px, py = cx + sign * k, cy
-                    sl = (slice(max(py - width // 2, 0), min(py + width // 2 + 1, n)), px)
-                else:
-                    px, py = cx, cy + sign * k
-                    sl = (py, slice(max(px - width // 2, 0), min(px + width // 2 + 1, n)))
-                if 0 <= px < n and 0 <= py < n:
-                    for b in range(3):
-                        scene.post[(b,) + sl] += level[b] * fade
+        level = rng.uniform(0.3, 3.0, 3) * to_pix
+        level[rng.integers(0, 3)] *= rng.uniform(2, 6)
+        k = np.arange(-int(half * rng.uniform(0.6, 1.2)), int(half * rng.uniform(0.6, 1.2)) + 1)
+        fade = 1.0 - 0.6 * np.abs(k) / max(np.abs(k).max(), 1)
+        for w in range(width):
+            if horizontal:
+                py, px = cy + w, cx + k
+            else:
+                py, px = cy + k, cx + w
+            ok = (px >= 0) & (px < n) & (py >= 0) & (py < n)
+            for b in range(3):
+                scene.post[b, np.broadcast_to(py, k.shape)[ok], np.broadcast_to(px, k.shape)[ok]] += level[b] * fade[ok]
 
 
 def _ghost(rng, scene, ctx, x, y, radius, sb_g):
@@ -762,7 +790,7 @@ def _lsbg_params(rng):
             break
     n = float(np.clip(math.exp(rng.normal(math.log(0.85), 0.3)), 0.35, 2.2))
     ell = float(np.clip(rng.beta(2.0, 3.5) * 0.9, 0.0, 0.8))
-    mu_mean = 24.2 + rng.gamma(1.3, 0.35)
+    mu_mean = 24.2 + rng.gamma(1.1, 0.3)
     mu0 = mu_mean - _sersic_mean_sb_offset(n)
     red = rng.random() < 0.33
     if red:
@@ -836,7 +864,7 @@ def _add_compact(rng, scene, ctx):
     re = rng.uniform(1.2, 3.0)
     n = rng.uniform(0.8, 2.5)
     q = 1 - float(np.clip(rng.beta(2, 3) * 0.9, 0, 0.8))
-    mu_mean = rng.uniform(22.3, 24.4)
+    mu_mean = rng.uniform(21.8, 24.2)
     red = rng.random() < 0.5
     g_r = rng.normal(0.85, 0.25) if red else rng.normal(0.45, 0.15)
     r_z = rng.normal(0.6, 0.2) if red else rng.normal(0.3, 0.15)
@@ -895,20 +923,24 @@ def _add_galaxy_halo(rng, scene, ctx):
 
 def _add_spiral(rng, scene, ctx):
     """A spiral galaxy: its arms and star-forming knots fall on the centre."""
-    re = math.exp(rng.uniform(math.log(4.0), math.log(14.0)))
-    centred = rng.random() < 0.4
+    re = math.exp(rng.uniform(math.log(3.0), math.log(14.0)))
+    # Mostly the detection is an arm or knot in the outskirts; sometimes a
+    # whole small, low-contrast spiral.
+    centred = rng.random() < 0.35
     dist = 0.0 if centred else rng.uniform(0.6, 1.6) * re
     th = rng.uniform(0, 2 * math.pi)
     x, y = dist * math.cos(th), dist * math.sin(th)
     q = rng.uniform(0.45, 1.0)
     pa = rng.uniform(0, math.pi)
-    mu_mean = rng.uniform(22.0, 23.8)
+    mu_mean = rng.uniform(22.5, 24.3)
     mag_g = _total_mag(mu_mean, re, q)
     m_arms = int(rng.choice([2, 2, 3, 4]))
-    pitch = math.radians(rng.uniform(12, 30))
-    contrast = rng.uniform(0.5, 0.9)
+    pitch = math.radians(rng.uniform(15, 35))
+    contrast = rng.uniform(0.3, 0.8)
     phase = rng.uniform(0, 2 * math.pi)
     cp, sp = math.cos(pa), math.sin(pa)
+    # Flocculent arms: a smooth random field breaks them into segments.
+    lumps = _lumpy_modulator(rng, re, strength=rng.uniform(0.3, 0.7))
 
     def arms(dx, dy):
         u = dx * cp + dy * sp
@@ -916,7 +948,8 @@ def _add_spiral(rng, scene, ctx):
         r = np.hypot(u, v) + 1e-3
         t = np.arctan2(v, u)
         wave = np.cos(m_arms * (t - np.log(r / re) / math.tan(pitch)) + phase)
-        return np.clip(1 + contrast * (2 * np.maximum(wave, 0) ** 2 - 1), 0.05, None)
+        spiral = np.clip(1 + contrast * (2 * np.maximum(wave, 0) ** 2 - 1), 0.05, None)
+        return spiral * lumps(dx, dy)
 
     gr, rz = _survey_colours(rng.normal(0.45, 0.1), rng.normal(0.3, 0.1), ctx.name)
     scene.add_profile(_sersic(1.0, re, q, pa), x, y, _band_fluxes(mag_g, gr, rz, ctx.model, ctx.cond.gain), re, modulate=arms)
@@ -982,7 +1015,8 @@ def _add_star_halo(rng, scene, ctx):
     """Diffuse light around a bright star, with a faint source at the centre."""
     dist = rng.uniform(6, 35)
     th = rng.uniform(0, 2 * math.pi)
-    mag_r = rng.uniform(9.0, 16.0)
+    # Brighter stars are rarer but light up a larger area.
+    mag_r = max(16.5 - rng.exponential(2.0), 9.0)
     _bright_star(rng, scene, ctx, dist * math.cos(th), dist * math.sin(th), mag_r)
     if rng.random() < 0.3:
         _ghost(rng, scene, ctx, *rng.normal(0, 4, 2), rng.uniform(4, 14), rng.uniform(24.5, 26.0))
@@ -1160,6 +1194,21 @@ def _noise(rng, corr, k, size):
     return out
 
 
+def _upsample_local(img, k, out_n):
+    """Bilinear k-times upsampling of (3, n, n) images, centred crop, flux per fine pixel."""
+    n = img.shape[-1]
+    m = n * k
+    start = (m - out_n) // 2
+    # Fine pixel j has its centre at native coordinate (j + 0.5) / k - 0.5.
+    c = (np.arange(start, start + out_n) + 0.5) / k - 0.5
+    i0 = np.clip(np.floor(c).astype(int), 0, n - 1)
+    i1 = np.clip(i0 + 1, 0, n - 1)
+    w = np.clip(c - np.floor(c), 0.0, 1.0)
+    rows = img[:, i0, :] * (1 - w)[None, :, None] + img[:, i1, :] * w[None, :, None]
+    out = rows[:, :, i0] * (1 - w)[None, None, :] + rows[:, :, i1] * w[None, None, :]
+    return out / (k * k)
+
+
 def _geometry(info, size, pixel_scale, randomize, rng):
     size = int(info.cutout_size if size is None else size)
     ps = _arcsec(info.pixel_scale if pixel_scale is None else pixel_scale)
@@ -1209,7 +1258,7 @@ def _render(ra, dec, survey, seed, label, size, pixel_scale, randomize):
     if rng.random() < 0.10 * star_density:
         d = rng.uniform(8, 40)
         t = rng.uniform(0, 2 * math.pi)
-        _bright_star(rng, scene, ctx, d * math.cos(t), d * math.sin(t), rng.uniform(11, 17.5))
+        _bright_star(rng, scene, ctx, d * math.cos(t), d * math.sin(t), max(17.5 - rng.exponential(1.8), 10.0))
     if rng.random() < 0.08:
         d = rng.uniform(10, 30)
         t = rng.uniform(0, 2 * math.pi)
@@ -1222,9 +1271,12 @@ def _render(ra, dec, survey, seed, label, size, pixel_scale, randomize):
         [_psf_kernel_fft(n, scale, cond.psf_fwhm[b], cond.psf_beta) for b in range(3)]
     )
     spec = np.fft.rfft2(scene.pre) * kern
-    if scene.post.any():
-        spec += np.fft.rfft2(scene.post)
     out = _upsample_fft(spec, n, k, size)
+    if scene.post.any():
+        # Saturated plateaus and bleed trails have sharp edges: band-limited
+        # interpolation would ring across the whole cutout, so they are
+        # interpolated locally (bilinear, like the viewer's short kernel).
+        out += _upsample_local(scene.post, k, size)
     # Noise and sky go on after resampling: the noise comes from a bank of
     # already-resampled fields, which saves three FFTs per cutout.
     out += _noise(rng, cond.noise_corr, k, size) * (nat_sigma / k**2)[:, None, None]
@@ -1345,16 +1397,56 @@ def render_fits(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=None
 # Training sets
 
 
-def _decode_to_model(data):
+#: Ways of shrinking the 256 px JPEG to the model's 64 px.
+#: ``"antialias"`` is the package's own :func:`lsbg_classify.preprocess.to_model_input`
+#: (Gaussian anti-aliasing, then bilinear).  ``"bilinear"`` (bilinear without
+#: anti-aliasing, i.e. a 2x2 average per output pixel) and ``"nearest"``
+#: (every 4th pixel) are what simpler resizing code does; the real DES
+#: reference cutouts have the noise texture of these (neighbour-pixel noise
+#: correlation about 0.2, where anti-aliasing gives 0.5), see
+#: :mod:`lsbg_classify.calibration`.
+RESAMPLE_METHODS = ("antialias", "bilinear", "nearest")
+
+# Mix drawn by ``resample="mixed"`` (the default with randomize=True), so a
+# model works on both the package's own decoding and on cutouts shrunk the
+# simple way.
+_RESAMPLE_MIX = {"antialias": 0.4, "bilinear": 0.4, "nearest": 0.2}
+
+
+def _decode_to_model(data, method="antialias"):
     from .preprocess import jpeg_to_rgb, to_model_input
 
-    img = to_model_input(jpeg_to_rgb(data))
+    rgb = jpeg_to_rgb(data)
+    if method == "antialias" or rgb.shape[:2] == (64, 64):
+        img = to_model_input(rgb)
+    elif method == "bilinear":
+        # skimage.transform.resize(order=1, anti_aliasing=False) samples the
+        # bilinear surface at 4i + 1.5: the mean of a 2x2 block.  Written out
+        # because it is 5x faster (identical to float rounding).
+        f = rgb.shape[0] // 64
+        if rgb.shape[:2] == (64 * f, 64 * f) and f % 2 == 0 and f >= 2:
+            a, b = f // 2 - 1, f // 2
+            img = 0.25 * (rgb[a::f, a::f] + rgb[b::f, a::f] + rgb[a::f, b::f] + rgb[b::f, b::f])
+        else:
+            from skimage.transform import resize
+
+            img = resize(rgb, (64, 64, 3), order=1, anti_aliasing=False, preserve_range=True)
+    elif method == "nearest":
+        from PIL import Image
+
+        img = np.asarray(
+            Image.fromarray(np.round(rgb * 255).astype(np.uint8)).resize((64, 64), Image.NEAREST),
+            dtype=np.float32,
+        ) / 255.0
+    else:
+        raise ValueError(f"unknown resample method {method!r}; choose from {RESAMPLE_METHODS}")
     return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
 def _render_model_input(args):
-    ra, dec, survey, seed, label, randomize = args
-    return _decode_to_model(render_jpeg(ra, dec, survey, seed=seed, label=label, randomize=randomize))
+    ra, dec, survey, seed, label, randomize, method = args
+    data = render_jpeg(ra, dec, survey, seed=seed, label=label, randomize=randomize)
+    return _decode_to_model(data, method)
 
 
 def _training_positions(n, seed):
@@ -1369,7 +1461,7 @@ def _training_positions(n, seed):
     return ra, dec, labels
 
 
-def make_training_set(n, survey="des", seed=0, randomize=True, workers=1):
+def make_training_set(n, survey="des", seed=0, randomize=True, workers=1, resample=None):
     """Simulated, balanced training cutouts as the model sees them.
 
     Parameters
@@ -1385,19 +1477,37 @@ def make_training_set(n, survey="des", seed=0, randomize=True, workers=1):
         Domain randomisation (see :func:`render_bands`).
     workers : int
         Processes to render with; the result does not depend on it.
+    resample : str, optional
+        How the 256 px JPEG becomes 64 px: one of :data:`RESAMPLE_METHODS`,
+        or ``"mixed"`` (a per-cutout draw: 40 % antialias, 40 % bilinear,
+        20 % nearest).  Default: ``"mixed"`` when ``randomize``, else
+        ``"antialias"`` (exactly ``render_jpeg`` -> ``preprocess.jpeg_to_rgb``
+        -> ``preprocess.to_model_input`` -> x255, rounded).
 
     Returns
     -------
     X : numpy.ndarray, shape (n, 64, 64, 3), uint8
-        The viewer-like JPEG decoded, resized to 64x64 with anti-aliasing
-        and scaled to 0-255 (divide by 255 for the model).
+        Model inputs scaled to 0-255 (divide by 255 for the model).
     y : numpy.ndarray, shape (n,), int8
         1 = LSBG, 0 = artifact.
     """
     n = int(n)
     info = _survey_info(survey)
     ra, dec, y = _training_positions(n, seed)
-    tasks = [(float(ra[i]), float(dec[i]), info.name, int(seed), int(y[i]), bool(randomize)) for i in range(n)]
+    if resample is None:
+        resample = "mixed" if randomize else "antialias"
+    if resample == "mixed":
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (2**63), 0x2E5A]))
+        names = list(_RESAMPLE_MIX)
+        methods = rng.choice(names, size=n, p=[_RESAMPLE_MIX[k] for k in names])
+    elif resample in RESAMPLE_METHODS:
+        methods = [resample] * n
+    else:
+        raise ValueError(f"unknown resample {resample!r}; choose 'mixed' or one of {RESAMPLE_METHODS}")
+    tasks = [
+        (float(ra[i]), float(dec[i]), info.name, int(seed), int(y[i]), bool(randomize), str(methods[i]))
+        for i in range(n)
+    ]
     X = np.empty((n, 64, 64, 3), dtype=np.uint8)
     if workers is None or workers <= 1 or n < 8:
         for i, t in enumerate(tasks):

@@ -93,7 +93,8 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
     Parameters
     ----------
     X_train, y_train, X_val, y_val : numpy.ndarray
-        uint8 images (n, 64, 64, 3) and 0/1 labels.
+        uint8 images (n, 64, 64, 3) and 0/1 labels.  ``X_val`` and
+        ``y_val`` may be None: then the last epoch's weights are kept.
     output_dir : path-like
         Receives ``best.weights.h5`` (lowest validation loss),
         ``last.weights.h5``, ``history.csv`` and ``training.json``.
@@ -124,27 +125,33 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
         network.load_weights(initial_weights)
     compile_deepshadows(network, learning_rate=learning_rate)
     best = output_dir / "best.weights.h5"
-    callbacks = [
-        keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
-                                        save_weights_only=True),
-        keras.callbacks.CSVLogger(output_dir / "history.csv"),
-    ]
+    has_val = X_val is not None
+    monitor = "val_loss" if has_val else "loss"
+    callbacks = [keras.callbacks.CSVLogger(output_dir / "history.csv")]
+    if has_val:
+        callbacks.append(keras.callbacks.ModelCheckpoint(
+            best, monitor=monitor, save_best_only=True, save_weights_only=True))
     if patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
-    val = (np.asarray(X_val, np.float32) / 255.0, np.asarray(y_val, np.float32))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience))
+    val = (np.asarray(X_val, np.float32) / 255.0, np.asarray(y_val, np.float32)) if has_val else None
     started = time.time()
     history = network.fit(
         _augmenting_dataset(np.asarray(X_train), np.asarray(y_train), batch_size, seed, augment),
         validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose,
     )
     network.save_weights(output_dir / "last.weights.h5")
-    losses = history.history["val_loss"]
+    if not has_val:
+        # Without a validation set there is no "best" epoch: keep the last.
+        network.save_weights(best)
+    losses = history.history[monitor]
+    chosen = int(np.argmin(losses)) if has_val else len(losses) - 1
     record = {
         "package_version": __version__,
         "epochs_run": len(losses),
-        "best_epoch": int(np.argmin(losses)) + 1,
-        "best_val_loss": float(np.min(losses)),
-        "best_val_accuracy": float(history.history["val_accuracy"][int(np.argmin(losses))]),
+        "best_epoch": chosen + 1,
+        "selected_by": "lowest validation loss" if has_val else "last epoch (no validation set)",
+        "best_val_loss": float(losses[chosen]) if has_val else None,
+        "best_val_accuracy": float(history.history["val_accuracy"][chosen]) if has_val else None,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "optimizer": "Adadelta",
@@ -152,7 +159,7 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
         "patience": patience,
         "seed": seed,
         "n_train": int(len(X_train)),
-        "n_val": int(len(X_val)),
+        "n_val": int(len(X_val)) if has_val else 0,
         "initial_weights_sha256": file_sha256(initial_weights) if initial_weights else None,
         "weights_sha256": file_sha256(best),
         "seconds": round(time.time() - started, 1),

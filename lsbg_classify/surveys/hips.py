@@ -30,8 +30,14 @@ import requests
 from astropy.coordinates import Angle, Latitude, Longitude
 
 from .base import FITS, FetchError, NoCoverageError, Payload, SurveyBackend
-from .http import HttpClient, RetryableResponseError
-from .legacysurvey import _FITS_MAGIC, _check_not_text, _describe_body, _resolve_base_url
+from .http import (
+    FITS_MAGIC,
+    HttpClient,
+    RetryableResponseError,
+    check_not_text,
+    describe_body,
+    resolve_base_url,
+)
 
 __all__ = ["HipsBackend", "ENV_URL"]
 
@@ -101,18 +107,10 @@ class HipsBackend(SurveyBackend):
         if missing:
             raise ValueError(f"survey {self.survey.name!r} has no HiPS for band(s) {missing}")
         _, aq_conf = _astroquery_hips2fits()
-        self.base_url = _resolve_base_url(base_url, ENV_URL, aq_conf.server)
-        if http is None:
-            options = {
-                "timeout": float(aq_conf.timeout if timeout is None else timeout),
-                "pool_size": max(10, int(workers_hint)),
-            }
-            if max_retries is not None:
-                options["max_retries"] = max_retries
-            if backoff is not None:
-                options["backoff"] = backoff
-            http = HttpClient(**options)
-        self.http = http
+        self.base_url = resolve_base_url(base_url, ENV_URL, aq_conf.server)
+        self.http = http or HttpClient.for_backend(
+            aq_conf.timeout if timeout is None else timeout, max_retries, backoff, workers_hint
+        )
 
     @property
     def hips_ids(self):
@@ -174,11 +172,11 @@ class HipsBackend(SurveyBackend):
         return info
 
     def _check_fits(self, response):
-        _check_not_text(response, "FITS file")
-        if not response.content.startswith(_FITS_MAGIC):
+        check_not_text(response, "FITS file")
+        if not response.content.startswith(FITS_MAGIC):
             raise FetchError(
                 f"{response.url} answered HTTP 200 but the body is not a FITS file: "
-                f"{_describe_body(response)!r}"
+                f"{describe_body(response)!r}"
             )
         if len(response.content) % 2880:
             raise RetryableResponseError(

@@ -27,6 +27,7 @@ last attempt an :class:`HttpFetchError` (a
 import email.utils
 import http.client
 import logging
+import os
 import random
 import threading
 import time
@@ -46,6 +47,11 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "RETRY_STATUSES",
     "parse_retry_after",
+    "FITS_MAGIC",
+    "TEXT_TYPES",
+    "resolve_base_url",
+    "describe_body",
+    "check_not_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -226,6 +232,19 @@ class HttpClient:
         self._rng_lock = threading.Lock()
         self._session = None
         self._session_lock = threading.Lock()
+
+    @classmethod
+    def for_backend(cls, timeout, max_retries=None, backoff=None, workers_hint=32):
+        """A client sized for a backend used with up to ``workers_hint`` threads.
+
+        ``max_retries`` and ``backoff`` of None keep the polite defaults.
+        """
+        options = {"timeout": float(timeout), "pool_size": max(10, int(workers_hint))}
+        if max_retries is not None:
+            options["max_retries"] = max_retries
+        if backoff is not None:
+            options["backoff"] = backoff
+        return cls(**options)
 
     # -- session -----------------------------------------------------------
 
@@ -425,3 +444,36 @@ class HttpClient:
             return self.session.get(url, params=params, headers=headers, timeout=timeout)
 
         return self.call(send, full_url, check=check)
+
+
+# Content types that are certainly not an image: the viewer answers an
+# unknown layer with 200 text/plain, and proxies answer with HTML pages.
+TEXT_TYPES = ("text/", "application/json", "application/xhtml")
+
+FITS_MAGIC = b"SIMPLE  ="
+
+
+def resolve_base_url(base_url, env_name, default):
+    """Base URL precedence: explicit argument > environment > configuration."""
+    for candidate in (base_url, os.environ.get(env_name), default):
+        if candidate:
+            if isinstance(candidate, (list, tuple)):
+                # astropy config items may hold a list of mirrors.
+                candidate = candidate[0]
+            return str(candidate).rstrip("/")
+    raise ValueError("no server URL configured")
+
+
+def describe_body(response, limit=120):
+    text = response.content[:limit].decode("utf-8", "replace")
+    return " ".join(text.split()) or "<empty body>"
+
+
+def check_not_text(response, what):
+    """Reject a 200 answer that is a message rather than an image."""
+    ctype = response.headers.get("Content-Type", "").lower()
+    if ctype.startswith(TEXT_TYPES):
+        raise FetchError(
+            f"{response.url} answered HTTP 200 with {ctype or 'no content type'} "
+            f"instead of a {what}: {describe_body(response)!r}"
+        )

@@ -29,7 +29,14 @@ import requests
 from astropy import config as _config
 
 from .base import FITS, JPEG, FetchError, NoCoverageError, Payload, SurveyBackend
-from .http import HttpClient, RetryableResponseError
+from .http import (
+    FITS_MAGIC,
+    HttpClient,
+    RetryableResponseError,
+    check_not_text,
+    describe_body,
+    resolve_base_url,
+)
 
 __all__ = ["Conf", "conf", "LegacySurveyBackend", "ENV_URL", "PUBLIC_VIEWER"]
 
@@ -57,38 +64,7 @@ conf = Conf()
 
 _ENDPOINTS = {JPEG: "cutout.jpg", FITS: "cutout.fits"}
 
-# Content types that are certainly not an image: the viewer answers an
-# unknown layer with 200 text/plain, and proxies answer with HTML pages.
-_TEXT_TYPES = ("text/", "application/json", "application/xhtml")
-
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_FITS_MAGIC = b"SIMPLE  ="
-
-
-def _resolve_base_url(base_url, env_name, default):
-    """Base URL precedence: explicit argument > environment > configuration."""
-    for candidate in (base_url, os.environ.get(env_name), default):
-        if candidate:
-            if isinstance(candidate, (list, tuple)):
-                # astropy config items may hold a list of mirrors.
-                candidate = candidate[0]
-            return str(candidate).rstrip("/")
-    raise ValueError("no server URL configured")
-
-
-def _describe_body(response, limit=120):
-    text = response.content[:limit].decode("utf-8", "replace")
-    return " ".join(text.split()) or "<empty body>"
-
-
-def _check_not_text(response, what):
-    """Reject a 200 answer that is a message rather than an image."""
-    ctype = response.headers.get("Content-Type", "").lower()
-    if ctype.startswith(_TEXT_TYPES):
-        raise FetchError(
-            f"{response.url} answered HTTP 200 with {ctype or 'no content type'} "
-            f"instead of a {what}: {_describe_body(response)!r}"
-        )
 
 
 def decode_jpeg(data):
@@ -175,7 +151,10 @@ def normalise_fits_cube(data, bands, requested=None, extra_header=None, expected
         )
     have = header.get("BANDS")
     if have is None:
-        have = "".join(header.get(f"BAND{i}", "") for i in range(cube.shape[0]))
+        have = "".join(str(header.get(f"BAND{i}", "")) for i in range(cube.shape[0]))
+    # Header values are untrusted: a numeric or boolean BANDS card would
+    # make len() below raise TypeError and escape download().
+    have = str(have)
     if not have or len(have) != cube.shape[0]:
         have = requested if requested is not None else "".join(bands)
     have = str(have).strip()
@@ -266,18 +245,10 @@ class LegacySurveyBackend(SurveyBackend):
         http=None,
     ):
         super().__init__(survey=survey, image_format=image_format)
-        self.base_url = _resolve_base_url(base_url, ENV_URL, conf.server)
-        if http is None:
-            options = {
-                "timeout": float(conf.timeout if timeout is None else timeout),
-                "pool_size": max(10, int(workers_hint)),
-            }
-            if max_retries is not None:
-                options["max_retries"] = max_retries
-            if backoff is not None:
-                options["backoff"] = backoff
-            http = HttpClient(**options)
-        self.http = http
+        self.base_url = resolve_base_url(base_url, ENV_URL, conf.server)
+        self.http = http or HttpClient.for_backend(
+            conf.timeout if timeout is None else timeout, max_retries, backoff, workers_hint
+        )
 
     @property
     def endpoint(self):
@@ -346,27 +317,47 @@ class LegacySurveyBackend(SurveyBackend):
         return ""
 
     def _check_jpeg(self, response):
-        _check_not_text(response, "JPEG")
+        check_not_text(response, "JPEG")
         body = response.content
         if not body.startswith(_JPEG_MAGIC):
             raise FetchError(
                 f"{response.url} answered HTTP 200 but the body is not a JPEG "
                 f"({response.headers.get('Content-Type', 'no content type')}): "
-                f"{_describe_body(response)!r}"
+                f"{describe_body(response)!r}"
             )
+        from PIL import Image
+
+        # Check the size the JPEG header declares *before* decoding: an
+        # answer of the wrong size is refused without decoding it, and a
+        # header that claims an absurd size (Pillow's DecompressionBombError,
+        # which is not an OSError) must give this row fetch_failed instead of
+        # escaping from download() and ending the whole run.
+        size = int(self.cutout_size)
         try:
-            decode_jpeg(body)
+            with Image.open(io.BytesIO(body)) as img:
+                declared = img.size
+            if declared == (size, size):
+                decode_jpeg(body)
         except OSError as exc:
             # A damaged body with a valid start is a transfer problem.
             raise RetryableResponseError(f"JPEG cannot be decoded: {exc}") from exc
+        except Exception as exc:  # untrusted bytes: any other decoder failure is final
+            raise FetchError(
+                f"{response.url} sent a JPEG that cannot be decoded: {type(exc).__name__}: {exc}"
+            ) from exc
+        if declared != (size, size):
+            raise FetchError(
+                f"{response.url} sent a {declared[0]}x{declared[1]} image, "
+                f"expected {size}x{size}"
+            )
 
     def _check_fits(self, response):
-        _check_not_text(response, "FITS file")
-        if not response.content.startswith(_FITS_MAGIC):
+        check_not_text(response, "FITS file")
+        if not response.content.startswith(FITS_MAGIC):
             raise FetchError(
                 f"{response.url} answered HTTP 200 but the body is not a FITS file "
                 f"({response.headers.get('Content-Type', 'no content type')}): "
-                f"{_describe_body(response)!r}"
+                f"{describe_body(response)!r}"
             )
         # A FITS file is a whole number of 2880-byte blocks; anything else
         # was cut short in transit.
