@@ -169,6 +169,12 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, install_d
         oof, shipped_des = crossfit_finetune(des_sim_weights, Xr, yr, work / "des_real_finetune",
                                              folds=r["real_folds"], seed=seed)
         des_metrics["real_finetune_crossfit"] = _subset_metrics(yr, oof, selection, seed)
+        shipped_model = load_model(shipped_des)
+        for name, (Xo, yo, sel) in (real_sets or {}).items():
+            if Xo.shape == Xr.shape and np.array_equal(Xo, Xr):
+                continue  # the fine-tuning set itself: only out-of-fold scores are honest
+            des_metrics[f"real_{name}_shipped_model"] = _subset_metrics(
+                yo, shipped_model.predict(Xo), sel, seed)
         des_record["real_finetune"] = {
             "n": int(len(yr)), "folds": r["real_folds"], **FINETUNE_DEFAULTS,
             "note": "shipped weights: simulated-sky model fine-tuned on all these real cutouts; "
