@@ -110,6 +110,17 @@ def build_parser():
     p.add_argument("--model", default="des", help="des, hsc or a weights file")
     p.add_argument("-o", "--output-dir", help="write metrics table and PNG figures here")
     p.add_argument("--threshold", type=float, default=0.5)
+    p = sub.add_parser("calibrate", help="real vs simulated cutout statistics side by side")
+    p.add_argument("real", help="real cutouts (.npz with X, optionally selection)")
+    p.add_argument("--selection", help="only the real rows whose 'selection' is this (e.g. random)")
+    p.add_argument("-n", "--rows", type=int, default=200, help="simulated cutouts (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resample", default="bilinear",
+                   choices=["antialias", "bilinear", "nearest", "mixed"],
+                   help="how simulated 256 px cutouts become 64 px (default: bilinear)")
+    p.add_argument("--randomize", action="store_true", help="with domain randomisation")
+    p.add_argument("-o", "--output-dir", help="write the table (ECSV) and a contact sheet (PNG)")
+
     p = sub.add_parser("bench", help="throughput figures, each a ratio measured in one run")
     p.add_argument("--rows", type=int, default=100, help="cutouts per measurement")
     p.add_argument("--latency", type=float, default=0.1, help="loopback server latency (s)")
@@ -313,6 +324,38 @@ def _cmd_build_models(args):
                       f" ROC AUC {mm['roc_auc']:.3f} (n = {mm['n']})")
 
 
+def _cmd_calibrate(args):
+    import numpy as np
+
+    from .calibration import compare_real_vs_simulated, contact_sheet, discriminator_test
+    from .simulation import SIMULATOR_VERSION, make_training_set
+
+    with np.load(args.real, allow_pickle=False) as data:
+        real = data["X"]
+        if args.selection:
+            if "selection" not in data.files:
+                raise UsageError(f"{args.real} has no 'selection' array")
+            real = real[data["selection"] == args.selection]
+    if len(real) == 0:
+        raise UsageError(f"no real cutouts selected from {args.real}")
+    sim, _ = make_training_set(args.rows, survey="des", seed=args.seed, randomize=args.randomize,
+                               resample=args.resample)
+    table = compare_real_vs_simulated(real, sim)
+    print(f"{len(real)} real cutouts from {Path(args.real).name} vs {len(sim)} simulated "
+          f"(simulator {SIMULATOR_VERSION}, resample {args.resample}); z = (sim - real) / real scatter")
+    table.pprint(max_lines=-1, max_width=-1)
+    for model in ("logistic", "boosting"):
+        d = discriminator_test(real, sim, seed=args.seed, model=model)
+        print(f"real-vs-simulated background discriminator ({model}): AUC {d['auc']:.2f} "
+              f"± {d['auc_std']:.2f} (0.5 = indistinguishable; {d['n_real']} images each)")
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        table.write(out / "calibration.ecsv", overwrite=True)
+        contact_sheet(real, sim, out / "real_vs_simulated.png")
+        print(f"wrote {out / 'calibration.ecsv'} and {out / 'real_vs_simulated.png'}")
+
+
 def _cmd_bench(args):
     from .benchmark import run_benchmarks
 
@@ -320,6 +363,7 @@ def _cmd_bench(args):
 
 
 COMMANDS = {
+    "calibrate": _cmd_calibrate,
     "bench": _cmd_bench,
     "build-models": _cmd_build_models,
     "classify": _cmd_classify,
