@@ -1,6 +1,7 @@
 """The ``lsbg-classify`` command: a thin layer over the library."""
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -57,6 +58,10 @@ def build_parser():
     p.add_argument("--on-invalid", choices=["raise", "flag"], default="raise",
                    help="invalid positions: stop with an error (default) or flag the rows")
     p.add_argument("--batch-size", type=int, default=256, help="images per model call")
+    p.add_argument("--chunk-size", type=int, default=2000,
+                   help="rows per checkpointed chunk; finished chunks are kept in "
+                        "OUTPUT.checkpoint/ until the output is written, so an interrupted "
+                        "run resumes when started again with the same arguments")
     _add_catalog_options(p)
     _add_source_options(p)
 
@@ -181,6 +186,7 @@ def _cmd_classify(args):
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
     table = read_catalog(args.input)
+    checkpoint = out.with_name(out.name + ".checkpoint")
     with _backend_from_args(args) as backend:
         scored = classify_catalog(
             table, survey=args.survey, backend=backend, model=args.model,
@@ -188,8 +194,10 @@ def _cmd_classify(args):
             on_invalid=args.on_invalid, cache=_cache_arg(args) or False, refresh=args.refresh,
             workers=args.workers, batch_size=args.batch_size,
             progress=False if args.quiet else None,
+            checkpoint_dir=checkpoint, chunk_size=args.chunk_size,
         )
     write_catalog(scored, out, overwrite=args.overwrite)
+    shutil.rmtree(checkpoint, ignore_errors=True)
     _print_summary(scored, out)
 
 

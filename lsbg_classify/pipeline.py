@@ -7,7 +7,12 @@ form for Dask/LSDB frames.
 """
 
 import datetime
+import hashlib
+import json
+import os
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -20,13 +25,17 @@ from .preprocess import MODEL_IMAGE_SIZE, prepare_payload
 from .surveys import get_backend
 from .version import __version__
 
-__all__ = ["classify_catalog", "fetch_images", "score_positions", "FetchedImages", "DEFAULT_THRESHOLD"]
+__all__ = ["classify_catalog", "fetch_images", "score_positions", "score_in_chunks",
+           "FetchedImages", "CheckpointMismatchError", "DEFAULT_THRESHOLD"]
 
 DEFAULT_THRESHOLD = 0.5
 # Concurrent requests to a public service: enough to hide latency, few
 # enough to be polite to a server with no documented rate limit.
 DEFAULT_WORKERS = 8
 DEFAULT_BATCH_SIZE = 256
+# Rows per checkpointed chunk: a few minutes of fetching from a public
+# service, so an interruption loses little.
+DEFAULT_CHUNK_SIZE = 2000
 
 
 @dataclass
@@ -187,10 +196,93 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
     return prob, row_status, messages
 
 
+def _fingerprint(ra, dec, valid, model, source):
+    """What a checkpoint's results depend on: positions, model, image source."""
+    digest = hashlib.sha256()
+    for array in (ra, dec, valid):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(json.dumps([model.provenance(), source.describe()], sort_keys=True,
+                             default=str).encode())
+    return digest.hexdigest()
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint directory holds results of a different run."""
+
+
+def _save_chunk(path, prob, row_status):
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, prob=prob, status=row_status)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_chunk(path, length):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            prob, row_status = data["prob"], data["status"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    return (prob, row_status) if len(prob) == len(row_status) == length else None
+
+
+def score_in_chunks(ra, dec, backend, model, checkpoint_dir, chunk_size=DEFAULT_CHUNK_SIZE,
+                    valid=None, **options):
+    """:func:`score_positions` chunk by chunk, keeping finished chunks on disk.
+
+    A rerun with the same positions, model and backend after an
+    interruption (even ``kill -9``) scores only the chunks not yet
+    finished, and returns exactly what an uninterrupted run would.
+
+    Parameters
+    ----------
+    checkpoint_dir : path-like
+        Directory for the finished chunks; created if needed.
+    chunk_size : int
+        Rows per chunk.  Memory use depends on it, not on the catalog size.
+    **options
+        Passed to :func:`score_positions`.
+
+    Returns
+    -------
+    prob, row_status : numpy.ndarray
+        As :func:`score_positions`.
+    """
+    ra = np.asarray(ra, dtype=np.float64)
+    dec = np.asarray(dec, dtype=np.float64)
+    valid = np.ones(len(ra), bool) if valid is None else np.asarray(valid, bool)
+    folder = Path(checkpoint_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.json"
+    identity = {"fingerprint": _fingerprint(ra, dec, valid, model, backend),
+                "rows": len(ra), "chunk_size": int(chunk_size)}
+    if manifest.exists():
+        if json.loads(manifest.read_text()) != identity:
+            raise CheckpointMismatchError(
+                f"checkpoint {folder} belongs to a run with other positions, model, backend or "
+                "chunk size; remove it to start afresh")
+    else:
+        manifest.write_text(json.dumps(identity))
+    prob = np.full(len(ra), np.nan, np.float32)
+    row_status = np.full(len(ra), status.INVALID_POSITION, dtype=f"U{status.STATUS_WIDTH}")
+    for start in range(0, len(ra), chunk_size):
+        rows = slice(start, min(start + chunk_size, len(ra)))
+        path = folder / f"chunk-{start:012d}.npz"
+        done = _load_chunk(path, rows.stop - start) if path.exists() else None
+        if done is None:
+            done = score_positions(ra[rows], dec[rows], backend, model, valid=valid[rows],
+                                   **options)[:2]
+            _save_chunk(path, *done)
+        prob[rows], row_status[rows] = done
+    return prob, row_status
+
+
 def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
                      threshold=DEFAULT_THRESHOLD, ra_col=None, dec_col=None, on_invalid="raise",
                      cache=True, refresh=False, workers=DEFAULT_WORKERS,
-                     batch_size=DEFAULT_BATCH_SIZE, progress=None, backend_options=None):
+                     batch_size=DEFAULT_BATCH_SIZE, progress=None, backend_options=None,
+                     checkpoint_dir=None, chunk_size=DEFAULT_CHUNK_SIZE):
     """Score every candidate of a catalog with DeepShadows.
 
     Parameters
@@ -225,6 +317,11 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         Progress bars; None shows them only on a terminal.
     backend_options : dict, optional
         Passed to the backend's constructor (e.g. ``{"base_url": ...}``).
+    checkpoint_dir : path-like, optional
+        Keep finished chunks of ``chunk_size`` rows here so that a rerun
+        after an interruption resumes (see :func:`score_in_chunks`).
+    chunk_size : int
+        Rows per checkpointed chunk.
 
     Returns
     -------
@@ -238,10 +335,14 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
     positions = extract_positions(table, ra_col=ra_col, dec_col=dec_col, on_invalid=on_invalid)
     source = get_backend(backend, survey=survey, **(backend_options or {}))
     classifier = load_model(survey if model is None else model)
-    prob, row_status, _ = score_positions(
-        positions.ra, positions.dec, source, classifier, cache=cache, refresh=refresh,
-        workers=workers, batch_size=batch_size, progress=progress, valid=positions.valid,
-    )
+    options = dict(cache=cache, refresh=refresh, workers=workers, batch_size=batch_size,
+                   progress=progress, valid=positions.valid)
+    if checkpoint_dir is None:
+        prob, row_status, _ = score_positions(positions.ra, positions.dec, source, classifier,
+                                              **options)
+    else:
+        prob, row_status = score_in_chunks(positions.ra, positions.dec, source, classifier,
+                                           checkpoint_dir, chunk_size, **options)
     scored = np.isfinite(prob)
     lsbg_class = np.where(scored & (prob >= threshold), 1, 0).astype(np.int8)
     meta = {
