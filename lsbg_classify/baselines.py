@@ -62,7 +62,7 @@ SVM_GAMMA = 1e-3
 RF_TREES = 100
 RF_MIN_SAMPLES_SPLIT = 10
 # Grid for the nested-CV SVM (searched on ROC AUC in an inner 5-fold CV).
-SVM_GRID = {"C": (1.0, 10.0, 100.0, 1e3, 1e4), "gamma": (1e-4, 1e-3, 1e-2, 1e-1)}
+SVM_GRID = {"C": (1.0, 10.0, 100.0, 1e3, 1e4), "gamma": (1e-4, 1e-3, 1e-2, 1e-1, 1.0)}
 
 _LN10 = math.log(10.0)
 
@@ -976,7 +976,7 @@ def run_greco_benchmark(data_dir, output_dir, folds=10, seed=0, n_boot=1000,
             res.add_column([protocol] * len(res), name="protocol", index=1)
             parts.append(res)
             if k == 0 and grp is None:
-                curves = {f"{m} ({fset} features)": (y, p) for m, p in probs.items()}
+                curves = {f"{m}, {fset} features": (y, p) for m, p in probs.items()}
                 if importances:
                     feature_importances(X, y, names, folds=folds, seed=seed).write(
                         out / "rf_importances_greco2018.ecsv", overwrite=True)
@@ -995,5 +995,5 @@ def run_greco_benchmark(data_dir, output_dir, folds=10, seed=0, n_boot=1000,
     result.meta.update(meta)
     result.write(out / "baselines_greco2018.ecsv", overwrite=True)
     plot_roc(curves, out / "roc_baselines_greco2018.png",
-             title="Feature baselines, Greco et al. 2018 HSC (out-of-fold)")
+             title="Greco et al. 2018 HSC, out-of-fold")
     return result

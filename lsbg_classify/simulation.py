@@ -53,7 +53,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from .colour import DES_MAPPING, HSC_MAPPING
 from .surveys.base import SurveyInfo, get_survey
 
 __all__ = [
@@ -802,6 +801,11 @@ def _lsbg_params(rng):
 
 def _add_lsbg(rng, scene, ctx, kind):
     p = _lsbg_params(rng)
+    if ctx.name == "hsc":
+        # HSC is ~1.5 mag deeper: Greco et al. (2018) LSBGs reach fainter
+        # surface brightness than the DES sample.
+        p["mu_mean_g"] += rng.uniform(0.0, 1.2)
+        p["mu0_g"] = p["mu_mean_g"] - _sersic_mean_sb_offset(p["n"])
     if kind == "lsbg_clumpy" and p["red"] and rng.random() < 0.7:
         p["red"] = False
         p["g_r"], p["r_z"] = rng.normal(0.36, 0.09), rng.normal(0.22, 0.1)
@@ -1149,14 +1153,14 @@ def _upsample_fft(spec, n, k, out_n):
     return img[..., start : start + out_n, start : start + out_n]
 
 
-_NOISE_BANK_SIDE = 512
+_NOISE_BANK_SIDE = 384
 
 
 @lru_cache(maxsize=8)
 def _noise_bank(corr_q, k):
     """Unit native-pixel white noise, optionally correlated, resampled k times.
 
-    Three independent 512-native-pixel fields (one per band) made once per
+    Three independent 384-native-pixel fields (one per band) made once per
     process from a fixed seed; cutouts take random crops, flips and
     transposes of them.
     """
@@ -1329,10 +1333,6 @@ def render_bands(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=Non
         conditions and the centre object's parameters.
     """
     return _render(ra, dec, survey, seed, label, size, pixel_scale, randomize)
-
-
-def _mapping(info):
-    return info.colour if isinstance(info, SurveyInfo) else (HSC_MAPPING if info == "hsc" else DES_MAPPING)
 
 
 def _encode_jpeg(rgb, quality):

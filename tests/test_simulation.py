@@ -226,19 +226,43 @@ def test_contact_sheet(tmp_path):
 
 def test_discriminator_separates_different_images():
     rng = np.random.default_rng(0)
-    a = rng.normal(32, 5, (40, 64, 64, 3)).clip(0, 255).astype(np.uint8)
-    b = rng.normal(40, 9, (40, 64, 64, 3)).clip(0, 255).astype(np.uint8)
-    assert calibration.discriminator_test(a, b, model="logistic")["auc"] > 0.95
-    c = rng.normal(32, 5, (40, 64, 64, 3)).clip(0, 255).astype(np.uint8)
-    assert calibration.discriminator_test(a, c, model="logistic")["auc"] < 0.75
+    a = rng.normal(32, 5, (24, 64, 64, 3)).clip(0, 255).astype(np.uint8)
+    b = rng.normal(40, 9, (24, 64, 64, 3)).clip(0, 255).astype(np.uint8)
+    assert calibration.discriminator_test(a, b, model="logistic", folds=3)["auc"] > 0.95
+    c = rng.normal(32, 5, (24, 64, 64, 3)).clip(0, 255).astype(np.uint8)
+    assert calibration.discriminator_test(a, c, model="logistic", folds=3)["auc"] < 0.75
 
 
 @pytest.mark.skipif(not (REAL_10.exists() and DEV_119.exists()), reason="real cutouts not available")
 def test_simulated_background_matches_real_des():
     real = np.concatenate([np.load(REAL_10)["X"], np.load(DEV_119)["X"]])
-    sim, _ = simulation.make_training_set(24, seed=2, randomize=False)
+    sim, _ = simulation.make_training_set(16, seed=2, randomize=False, resample="bilinear")
     table = calibration.compare_real_vs_simulated(real, sim)
     rows = {r["statistic"]: r for r in table}
     for name in ("bkg_R", "bkg_G", "bkg_B", "q50_gray"):
         r = rows[name]
         assert abs(r["sim_median"] - r["real_median"]) < 3 * max(r["real_scatter"], 1.0), name
+
+
+def test_resample_options():
+    from lsbg_classify.preprocess import jpeg_to_rgb
+
+    Xb, y = simulation.make_training_set(2, seed=4, randomize=False, resample="bilinear")
+    ra, dec, labels = simulation._training_positions(2, 4)
+    rgb = jpeg_to_rgb(simulation.render_jpeg(ra[1], dec[1], "des", seed=4, label=int(labels[1])))
+    # Bilinear without anti-aliasing samples the mean of the central 2x2 of every 4x4 block.
+    block = 0.25 * (rgb[1::4, 1::4] + rgb[2::4, 1::4] + rgb[1::4, 2::4] + rgb[2::4, 2::4])
+    assert np.abs(Xb[1].astype(int) - np.round(block * 255)).max() <= 1
+    Xa, _ = simulation.make_training_set(2, seed=4, randomize=False)
+    # Anti-aliasing smooths the noise: lower pixel-to-pixel differences.
+    rough = lambda X: np.abs(np.diff(X.astype(float), axis=1)).mean()
+    assert rough(Xa) < rough(Xb)
+    with pytest.raises(ValueError):
+        simulation.make_training_set(2, resample="cubic")
+
+
+@pytest.mark.slow
+def test_make_training_set_workers_do_not_change_result():
+    X1, y1 = simulation.make_training_set(8, seed=12, randomize=True, workers=1)
+    X2, y2 = simulation.make_training_set(8, seed=12, randomize=True, workers=2)
+    assert np.array_equal(X1, X2) and np.array_equal(y1, y2)
