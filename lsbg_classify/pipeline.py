@@ -7,25 +7,31 @@ form for Dask/LSDB frames.
 """
 
 import datetime
+import functools
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 from tqdm.auto import tqdm
 
 from . import status
 from .cache import CutoutCache
-from .catalog import add_result_columns, extract_positions
+from .catalog import add_result_columns, extract_positions, find_position_columns
 from .model import load_model
 from .preprocess import MODEL_IMAGE_SIZE, prepare_payload
 from .surveys import get_backend
 from .version import __version__
 
-__all__ = ["classify_catalog", "fetch_images", "score_positions", "score_in_chunks",
+__all__ = ["classify_catalog", "classify_partition", "fetch_images", "score_positions",
+           "score_in_chunks",
            "FetchedImages", "CheckpointMismatchError", "DEFAULT_THRESHOLD"]
 
 DEFAULT_THRESHOLD = 0.5
@@ -287,8 +293,12 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
 
     Parameters
     ----------
-    table : `~astropy.table.Table`
-        Candidates with sky positions.  Not modified.
+    table : `~astropy.table.Table`, Dask DataFrame or LSDB Catalog
+        Candidates with sky positions.  Not modified.  A Dask DataFrame or
+        an LSDB catalog is classified partition by partition on the active
+        Dask scheduler (see :func:`classify_partition`) and the same kind
+        of lazy object is returned; invalid positions are then always
+        flagged, and ``model`` must be a name or a path.
     survey : {"des", "hsc"}
         Survey whose images are used; also picks the bundled model.
     backend : str or SurveyBackend
@@ -332,6 +342,11 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    if hasattr(table, "map_partitions"):
+        return _classify_partitioned(
+            table, survey=survey, backend=backend, model=model, threshold=threshold,
+            ra_col=ra_col, dec_col=dec_col, cache=cache, refresh=refresh, workers=workers,
+            batch_size=batch_size, backend_options=backend_options)
     positions = extract_positions(table, ra_col=ra_col, dec_col=dec_col, on_invalid=on_invalid)
     source = get_backend(backend, survey=survey, **(backend_options or {}))
     classifier = load_model(survey if model is None else model)
@@ -353,3 +368,88 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return add_result_columns(table, prob, lsbg_class, row_status, meta=meta)
+
+
+# -- partitioned catalogs (Dask DataFrames, LSDB catalogs) --------------------
+
+# Types of the added columns in pandas partitions: nullable integer so rows
+# without a score hold <NA> rather than a fake class.
+PARTITION_DTYPES = {"lsbg_prob": "float32", "lsbg_class": "Int8", "lsbg_status": "string"}
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_model(model):
+    # One load per worker process, however many partitions it scores.
+    return load_model(model)
+
+
+@functools.lru_cache(maxsize=8)
+def _worker_backend(backend, survey, options):
+    # One HTTP session per worker process and backend configuration.
+    return get_backend(backend, survey=survey, **dict(options))
+
+
+def classify_partition(frame, survey="des", backend="legacysurvey", model=None,
+                       threshold=DEFAULT_THRESHOLD, ra_col=None, dec_col=None, cache=True,
+                       refresh=False, workers=DEFAULT_WORKERS, batch_size=DEFAULT_BATCH_SIZE,
+                       backend_options=None):
+    """Score one partition of a large catalog.
+
+    This is what every Dask task runs; it works on a plain
+    :class:`pandas.DataFrame` too, so the same code runs on a laptop and on
+    a cluster.  Each worker process loads the model and opens the backend
+    once; the on-disk cutout cache is shared safely between workers.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Candidates with position columns (degrees unless they hold strings).
+    **options
+        As :func:`classify_catalog`; ``model`` must be ``"des"``, ``"hsc"``
+        or a path so that it can be sent to the workers.  Invalid
+        positions are flagged (status ``invalid_position``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of ``frame`` with ``lsbg_prob``, ``lsbg_class`` and
+        ``lsbg_status`` added (types :data:`PARTITION_DTYPES`).
+    """
+    out = frame.copy()
+    n = len(frame)
+    if n:
+        ra_name, dec_name = find_position_columns(Table.from_pandas(frame.head(0)), ra_col, dec_col)
+        columns = Table({ra_name: frame[ra_name].to_numpy(), dec_name: frame[dec_name].to_numpy()})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyUserWarning)
+            positions = extract_positions(columns, ra_name, dec_name, on_invalid="flag")
+        source = _worker_backend(backend, survey, tuple(sorted((backend_options or {}).items())))
+        classifier = _worker_model(str(survey if model is None else model))
+        prob, row_status, _ = score_positions(
+            positions.ra, positions.dec, source, classifier, cache=cache, refresh=refresh,
+            workers=workers, batch_size=batch_size, progress=False, valid=positions.valid)
+    else:
+        prob, row_status = np.empty(0, np.float32), np.empty(0, str)
+    scored = np.isfinite(prob)
+    out["lsbg_prob"] = prob
+    out["lsbg_class"] = pd.array(np.where(prob >= threshold, 1, 0), dtype="Int8")
+    out.loc[~scored, "lsbg_class"] = pd.NA
+    out["lsbg_status"] = pd.array(row_status, dtype="string")
+    return out.astype(PARTITION_DTYPES)
+
+
+def _classify_partitioned(frame, model=None, **options):
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise TypeError("with a Dask or LSDB catalog, give model as 'des', 'hsc' or a path")
+    if options["backend"] is not None and not isinstance(options["backend"], str):
+        raise TypeError("with a Dask or LSDB catalog, give backend by name (plus backend_options)")
+    if options["cache"] is True:
+        # Every worker must use the same directory, whatever its environment.
+        options["cache"] = str(CutoutCache().directory)
+    elif isinstance(options["cache"], CutoutCache):
+        options["cache"] = str(options["cache"].directory)
+    # LSDB catalogs expose their empty schema frame as ``meta``; Dask as ``_meta``.
+    meta = frame.meta if hasattr(frame, "hc_structure") else frame._meta
+    empty = classify_partition(meta.iloc[:0], model=model, **options)
+    return frame.map_partitions(classify_partition, meta=empty,
+                                model=None if model is None else str(model), **options)
