@@ -44,6 +44,7 @@ __all__ = [
     "IMAGE_FEATURES",
     "FEATURE_UNITS",
     "catalog_features",
+    "sersic_b",
     "measure_features",
     "load_greco2018",
     "sky_groups",
@@ -154,9 +155,9 @@ def _find(table, aliases):
 def _values(table, name, unit=None, pixel_scale=None):
     col = table[name]
     col_unit = getattr(col, "unit", None)
-    data = col.filled(np.nan) if hasattr(col, "filled") and np.ma.isMaskedArray(col) else col
-    arr = np.asarray(getattr(data, "value", data), dtype=float).copy()
-    if np.ma.isMaskedArray(col):
+    raw = getattr(col, "value", col)  # Quantity columns of a QTable
+    arr = np.array(np.ma.getdata(raw), dtype=float)
+    if np.ma.isMaskedArray(raw) or np.ma.isMaskedArray(col):
         arr[np.ma.getmaskarray(col)] = np.nan
     if unit is not None and col_unit is not None and col_unit != u.dimensionless_unscaled:
         if col_unit.physical_type == "angle":

@@ -126,6 +126,14 @@ def build_parser():
     p.add_argument("--randomize", action="store_true", help="with domain randomisation")
     p.add_argument("-o", "--output-dir", help="write the table (ECSV) and a contact sheet (PNG)")
 
+    p = sub.add_parser("baselines", help="SVM and random-forest baselines on a labelled feature catalog")
+    p.add_argument("data_dir", help="folder with hsc_LSBGs.dat and hsc_artifacts.csv "
+                                    "(Greco et al. 2018; downloaded by the user)")
+    p.add_argument("-o", "--output-dir", default="baselines_output", help="tables and ROC figure")
+    p.add_argument("--folds", type=int, default=10, help="cross-validation folds (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws for intervals")
+
     p = sub.add_parser("bench", help="throughput figures, each a ratio measured in one run")
     p.add_argument("--rows", type=int, default=100, help="cutouts per measurement")
     p.add_argument("--latency", type=float, default=0.1, help="loopback server latency (s)")
@@ -364,6 +372,15 @@ def _cmd_calibrate(args):
         print(f"wrote {out / 'calibration.ecsv'} and {out / 'real_vs_simulated.png'}")
 
 
+def _cmd_baselines(args):
+    from .baselines import run_greco_benchmark
+
+    table = run_greco_benchmark(args.data_dir, args.output_dir, folds=args.folds, seed=args.seed,
+                                n_boot=args.bootstrap)
+    table.pprint(max_lines=-1, max_width=-1)
+    print(f"wrote tables and figures to {args.output_dir}")
+
+
 def _cmd_bench(args):
     from .benchmark import run_benchmarks
 
@@ -371,6 +388,7 @@ def _cmd_bench(args):
 
 
 COMMANDS = {
+    "baselines": _cmd_baselines,
     "calibrate": _cmd_calibrate,
     "bench": _cmd_bench,
     "build-models": _cmd_build_models,
