@@ -52,3 +52,16 @@ def test_metrics_table_and_figures(tmp_path):
     plot_roc({"cnn": (y, p)}, tmp_path / "roc.png")
     for name in ("cm.png", "roc.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fast_resample_metrics_equal_sklearn():
+    from lsbg_classify.evaluate import METRIC_NAMES, _resample_metrics
+
+    rng = np.random.default_rng(4)
+    for n in (7, 50, 400):
+        y = rng.integers(0, 2, n)
+        p = np.round(rng.uniform(0, 1, n), 1)  # rounded: ties exercise the rank averaging
+        fast = _resample_metrics(y, p, 0.5)
+        slow = binary_metrics(y, p, 0.5)
+        for name in METRIC_NAMES:
+            np.testing.assert_allclose(fast[name], slow[name], atol=1e-12, equal_nan=True, err_msg=name)
