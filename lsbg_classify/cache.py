@@ -166,6 +166,11 @@ class CutoutCache:
         created on the first :meth:`put`, so a cache that is only read
         never creates directories.
 
+    Raises
+    ------
+    ValueError
+        ``directory`` exists and is not a directory.
+
     Notes
     -----
     An instance holds no mutable state besides its directory name: all
@@ -187,6 +192,10 @@ class CutoutCache:
         if directory is None:
             directory = default_cache_dir()
         self.directory = pathlib.Path(os.fspath(directory)).expanduser()
+        # A path to a file (e.g. a mistyped --cache) would otherwise surface
+        # only on the first lookup, as a NotADirectoryError traceback.
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"cache directory {self.directory} exists but is not a directory")
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.directory)!r})"
