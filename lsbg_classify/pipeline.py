@@ -180,25 +180,31 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
     messages = {}
     pending_rows, pending_images = [], []
 
+    rows = np.flatnonzero(valid)
+    score_bar = _progress(len(rows), "score", progress)
+
     def flush():
         if pending_rows:
             prob[pending_rows] = model.predict(np.stack(pending_images), batch_size=batch_size)
+            score_bar.update(len(pending_rows))
             pending_rows.clear()
             pending_images.clear()
 
-    rows = np.flatnonzero(valid)
-    for row, image, st, message in _iter_images(
-        backend, ra, dec, rows, _open_cache(cache), refresh, workers, progress
-    ):
-        row_status[row] = st
-        if message:
-            messages[int(row)] = message
-        if image is not None:
-            pending_rows.append(row)
-            pending_images.append(image)
-            if len(pending_rows) >= batch_size:
-                flush()
-    flush()
+    try:
+        for row, image, st, message in _iter_images(
+            backend, ra, dec, rows, _open_cache(cache), refresh, workers, progress
+        ):
+            row_status[row] = st
+            if message:
+                messages[int(row)] = message
+            if image is not None:
+                pending_rows.append(row)
+                pending_images.append(image)
+                if len(pending_rows) >= batch_size:
+                    flush()
+        flush()
+    finally:
+        score_bar.close()
     return prob, row_status, messages
 
 
