@@ -1,0 +1,483 @@
+"""The pipeline survives a misbehaving image service (issue 5, item 4).
+
+Every test sends real HTTP requests, through the package's own client
+(:mod:`lsbg_classify.surveys.http`) and the ``legacysurvey`` backend, to a
+:class:`~lsbg_classify.loopback.LoopbackViewer` whose fault hook makes
+chosen rows misbehave, and runs the whole of :func:`classify_catalog`
+(cache, preprocessing, an untrained DeepShadows network).  Each checks that
+
+- the run finishes and every row gets the right status;
+- retries are bounded: the server saw exactly the requests the retry policy
+  allows;
+- the cache holds an entry for exactly the rows that got ``ok`` or
+  ``no_coverage``, and every entry reads back (``CutoutCache.get``) without a
+  :class:`~lsbg_classify.cache.CacheCorruptionWarning` and, for images, decodes
+  to a whole cutout.
+
+The loopback renders its images with a small fast stand-in for the simulator
+(noise and a blob): how long rendering takes is not what is tested here, and
+a slow first render could trip the short client timeout.
+"""
+
+import collections
+import gc
+import io
+import socket
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from PIL import Image
+
+from lsbg_classify import classify_catalog, status
+from lsbg_classify.cache import CacheCorruptionWarning, CutoutCache
+from lsbg_classify.loopback import Fault, LoopbackViewer
+from lsbg_classify.model import build_deepshadows, load_model
+from lsbg_classify.surveys.http import HttpClient
+from lsbg_classify.surveys.legacysurvey import LegacySurveyBackend, decode_jpeg, is_blank
+
+#: Client settings: short enough to keep the file fast.  TIMEOUT is used
+#: where answers are slow on purpose; elsewhere RELAXED, which costs nothing
+#: (healthy answers take milliseconds) and keeps a busy machine's scheduling
+#: hiccups from timing out a healthy request and upsetting the exact counts.
+BACKOFF = 0.01
+TIMEOUT = 0.5
+RELAXED = 5.0
+#: Requests the default policy sends for one cutout before giving up.
+MAX_ATTEMPTS = HttpClient().max_retries + 1
+#: A reply this slow always trips TIMEOUT.
+SLOW = 2.0
+
+RA = [10.0, 20.0, 30.0, 40.0]
+DEC = [-45.0, -46.0, -47.0, -48.0]
+#: The row that misbehaves in most tests.
+BAD = 1
+SIZE = 256
+
+
+# -- fixtures and helpers -------------------------------------------------------------
+
+
+def _render_jpeg(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=None):
+    """A fast, deterministic, never-blank stand-in for the simulated sky."""
+    size = SIZE if size is None else int(size)
+    rng = np.random.default_rng([seed, round(ra * 1e6) % 2**32, round((dec + 90) * 1e6) % 2**32])
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    blob = 120.0 * np.exp(-(x**2 + y**2) / (2 * (size / 8) ** 2))
+    rgb = np.clip(40.0 + blob[..., None] + rng.normal(0, 8, (size, size, 3)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _render_fits(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=None):
+    from astropy.io import fits
+
+    size = SIZE if size is None else int(size)
+    buf = io.BytesIO()
+    fits.PrimaryHDU(np.ones((3, size, size), np.float32)).writeto(buf)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """An untrained DeepShadows weights file: the plumbing is under test, not the model."""
+    path = tmp_path_factory.mktemp("weights") / "untrained.weights.h5"
+    build_deepshadows().save_weights(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def model(weights_file):
+    """The weights file loaded once (loading it for every run would double the file's time)."""
+    return load_model(weights_file)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_long_gc_pauses(model):
+    """Keep TensorFlow's objects out of the garbage collector's full passes.
+
+    With TensorFlow and Keras loaded, a full (generation 2) collection walks
+    hundreds of thousands of objects and stops every thread, the loopback
+    server's included, for about 0.3 s on a busy machine: close to TIMEOUT, so
+    a healthy request could time out and be counted twice.  Freezing what
+    exists once the model is loaded makes those passes short.
+    """
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
+@pytest.fixture(scope="module")
+def _server():
+    server = LoopbackViewer(render_jpeg=_render_jpeg, render_fits=_render_fits)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(_server):
+    """The module's loopback viewer with no faults and zeroed counters."""
+    _server.clear_faults()
+    _server.reset_counts()
+    yield _server
+    _server.clear_faults()
+
+
+class RowFaults:
+    """Fault hook of a loopback server: faults for chosen rows, keyed on RA.
+
+    ``script`` maps an RA to the faults its first requests get, one per
+    request (later requests are served normally); ``always`` maps an RA to
+    the fault every request for it gets.  Other rows are served normally.
+    The server asks from several handler threads at once, hence the lock.
+    """
+
+    def __init__(self, script=None, always=None):
+        self._lock = threading.Lock()
+        self._script = {round(ra, 6): collections.deque(f) for ra, f in (script or {}).items()}
+        self._always = {round(ra, 6): f for ra, f in (always or {}).items()}
+
+    def __call__(self, info):
+        ra = round(float(info.params["ra"]), 6)
+        with self._lock:
+            if ra in self._always:
+                return self._always[ra]
+            queue = self._script.get(ra)
+            return queue.popleft() if queue else None
+
+
+def _catalog(ra=RA, dec=DEC):
+    return Table({"id": np.arange(len(ra)), "ra": ra, "dec": dec})
+
+
+def _classify(table, server, model, cache, *, timeout=RELAXED, workers=4, **options):
+    return classify_catalog(
+        table, survey="des", backend="legacysurvey",
+        backend_options={"base_url": server.url, "backoff": BACKOFF, "timeout": timeout},
+        model=model, cache=cache, workers=workers, progress=False, **options,
+    )
+
+
+def _requests(server, ra):
+    """Cutout requests the server received for one RA."""
+    return sum(1 for r in server.log
+               if r.endpoint == "cutout.jpg" and round(float(r.params["ra"]), 6) == round(ra, 6))
+
+
+def _arrivals(server, ra):
+    return [r.time for r in server.log
+            if r.endpoint == "cutout.jpg" and round(float(r.params["ra"]), 6) == round(ra, 6)]
+
+
+def _check_scored(scored, table, expected):
+    """Same rows in the same order, the expected statuses, probabilities where ok."""
+    assert len(scored) == len(table)
+    assert list(scored["id"]) == list(table["id"])
+    statuses = [str(s) for s in scored["lsbg_status"]]
+    assert set(statuses) <= set(status.ALL_STATUSES)
+    assert statuses == expected
+    ok = np.array(statuses) == status.OK
+    prob = scored["lsbg_prob"]
+    assert np.array_equal(np.asarray(prob.mask), ~ok)
+    assert np.all((prob.data[ok] >= 0) & (prob.data[ok] <= 1))
+
+
+def _check_cache(directory, table, scored, base_url):
+    """Entries exactly for ok / no_coverage rows; every entry whole; no temp files."""
+    cache = CutoutCache(directory)
+    keys = set(cache.keys())
+    with LegacySurveyBackend("des", base_url=base_url) as backend:
+        row_keys = [backend.cache_key(r, d) for r, d in zip(table["ra"], table["dec"])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheCorruptionWarning)
+        for key in keys:
+            outcome = cache.get(key)
+            assert outcome is not None, key
+            assert outcome.status in (status.OK, status.NO_COVERAGE)
+            if outcome.status == status.OK:
+                image = decode_jpeg(outcome.payload.data)  # raises if truncated
+                assert image.shape == (SIZE, SIZE, 3) and not is_blank(image)
+    for key, row_status in zip(row_keys, scored["lsbg_status"]):
+        if row_status in (status.OK, status.NO_COVERAGE):
+            assert key in keys
+            assert cache.get(key).status == row_status
+        else:
+            assert key not in keys, f"a {row_status} row was cached"
+    assert keys <= set(row_keys)
+    leftovers = [p.name for p in directory.rglob("*") if p.name.endswith(".tmp")]
+    assert not leftovers
+
+
+# -- transient faults: retried, then ok ---------------------------------------------------
+
+TRANSIENT = {
+    "http500": 500,
+    "http502": 502,
+    "http503": 503,
+    "http429": Fault(status=429, retry_after=0.05),
+    "slower_than_timeout": Fault(delay=SLOW),
+    "reset_mid_body": "reset",
+    "truncated_jpeg": "truncate",
+}
+
+
+@pytest.mark.parametrize("fault", TRANSIENT.values(), ids=TRANSIENT.keys())
+def test_transient_fault_is_retried_then_ok(fault, server, model, tmp_path):
+    table = _catalog()
+    server.set_faults(RowFaults(script={RA[BAD]: [fault, fault]}))
+    slow = isinstance(fault, Fault) and fault.delay > 0
+    scored = _classify(table, server, model, tmp_path, timeout=TIMEOUT if slow else RELAXED)
+    _check_scored(scored, table, [status.OK] * 4)
+    # Two failed attempts and the good third one; one request for the others.
+    assert [_requests(server, ra) for ra in RA] == [1, 3, 1, 1]
+    _check_cache(tmp_path, table, scored, server.url)
+
+
+# -- persistent faults: bounded attempts, then fetch_failed -------------------------------
+
+PERSISTENT = {k: v for k, v in TRANSIENT.items() if k not in ("http429", "slower_than_timeout")}
+
+
+@pytest.mark.parametrize("fault", PERSISTENT.values(), ids=PERSISTENT.keys())
+def test_persistent_fault_gives_fetch_failed_after_bounded_attempts(fault, server, model, tmp_path):
+    table = _catalog()
+    server.set_faults(RowFaults(always={RA[BAD]: fault}))
+    scored = _classify(table, server, model, tmp_path)
+    _check_scored(scored, table, [status.OK, status.FETCH_FAILED, status.OK, status.OK])
+    assert [_requests(server, ra) for ra in RA] == [1, MAX_ATTEMPTS, 1, 1]
+    _check_cache(tmp_path, table, scored, server.url)
+    # The failure is not remembered: once the server recovers, a rerun asks
+    # again for that row only, and gets it.
+    server.clear_faults()
+    server.reset_counts()
+    again = _classify(table, server, model, tmp_path)
+    _check_scored(again, table, [status.OK] * 4)
+    assert server.total_requests == 1 and _requests(server, RA[BAD]) == 1
+    _check_cache(tmp_path, table, again, server.url)
+
+
+# -- rate limiting --------------------------------------------------------------------------
+
+
+def test_429_retry_after_is_waited_for_then_ok(server, model, tmp_path):
+    table = _catalog()
+    wait = 0.5  # far longer than any backoff (BACKOFF = 0.01): only Retry-After explains it
+    server.set_faults(RowFaults(script={RA[BAD]: [Fault(status=429, retry_after=wait)]}))
+    scored = _classify(table, server, model, tmp_path)
+    _check_scored(scored, table, [status.OK] * 4)
+    assert [_requests(server, ra) for ra in RA] == [1, 2, 1, 1]
+    first, second = _arrivals(server, RA[BAD])
+    assert second - first >= wait - 0.02
+    _check_cache(tmp_path, table, scored, server.url)
+
+
+def test_persistent_429_gives_fetch_failed_after_bounded_waits(server, model, tmp_path):
+    table = _catalog()
+    server.set_faults(RowFaults(always={RA[BAD]: Fault(status=429, retry_after=0.1)}))
+    scored = _classify(table, server, model, tmp_path)
+    _check_scored(scored, table, [status.OK, status.FETCH_FAILED, status.OK, status.OK])
+    assert [_requests(server, ra) for ra in RA] == [1, MAX_ATTEMPTS, 1, 1]
+    assert min(np.diff(_arrivals(server, RA[BAD]))) >= 0.1 - 0.02  # each wait honoured
+    _check_cache(tmp_path, table, scored, server.url)
+
+
+def test_an_hour_long_retry_after_does_not_park_the_run(server, model, tmp_path):
+    # The client caps Retry-After (max_retry_after, default 60 s); here the
+    # cap is made small so the test is quick, and the server asks for an hour.
+    table = _catalog()
+    server.set_faults(RowFaults(always={RA[BAD]: Fault(status=503, retry_after=3600)}))
+    http = HttpClient(timeout=RELAXED, backoff=BACKOFF, max_retries=2, max_retry_after=0.1)
+    backend = LegacySurveyBackend("des", base_url=server.url, http=http)
+    start = time.monotonic()
+    with backend:
+        scored = classify_catalog(table, backend=backend, model=model, cache=tmp_path,
+                                  progress=False)
+    assert time.monotonic() - start < 30
+    _check_scored(scored, table, [status.OK, status.FETCH_FAILED, status.OK, status.OK])
+    assert _requests(server, RA[BAD]) == 3
+    times = _arrivals(server, RA[BAD])
+    assert 0.08 <= min(np.diff(times)) and max(np.diff(times)) < 5
+    _check_cache(tmp_path, table, scored, server.url)
+
+
+# -- slow answers -----------------------------------------------------------------------------
+
+
+def test_persistently_slow_answers_give_fetch_failed_in_bounded_time(server, model, tmp_path):
+    table = _catalog()
+    server.set_faults(RowFaults(always={RA[BAD]: Fault(delay=SLOW)}))
+    start = time.monotonic()
+    scored = _classify(table, server, model, tmp_path, timeout=TIMEOUT)
+    elapsed = time.monotonic() - start
+    _check_scored(scored, table, [status.OK, status.FETCH_FAILED, status.OK, status.OK])
+    assert [_requests(server, ra) for ra in RA] == [1, MAX_ATTEMPTS, 1, 1]
+    # Each attempt is abandoned after TIMEOUT (plus a backoff) instead of
+    # waiting SLOW for the answer, which would take at least
+    # (MAX_ATTEMPTS - 1) * SLOW between the first and the last attempt.
+    times = _arrivals(server, RA[BAD])
+    assert times[-1] - times[0] < (MAX_ATTEMPTS - 1) * SLOW / 2
+    assert elapsed < MAX_ATTEMPTS * SLOW
+    _check_cache(tmp_path, table, scored, server.url)
+
+
+def test_unreachable_service_gives_fetch_failed_everywhere(model, tmp_path):
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    table = _catalog()
+    start = time.monotonic()
+    scored = classify_catalog(
+        table, backend="legacysurvey", model=model, cache=tmp_path, progress=False,
+        backend_options={"base_url": f"http://127.0.0.1:{port}/viewer", "backoff": BACKOFF,
+                         "timeout": TIMEOUT})
+    assert time.monotonic() - start < 30
+    _check_scored(scored, table, [status.FETCH_FAILED] * 4)
+    _check_cache(tmp_path, table, scored, f"http://127.0.0.1:{port}/viewer")
+    assert CutoutCache(tmp_path).keys() == []
+
+
+# -- answers that are not a cutout --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["html", "no_layer"])
+def test_text_page_with_status_200_gives_fetch_failed(fault, server, model, tmp_path):
+    table = _catalog()
+    server.set_faults(RowFaults(always={RA[BAD]: fault}))
+    scored = _classify(table, server, model, tmp_path)
+    _check_scored(scored, table, [status.OK, status.FETCH_FAILED, status.OK, status.OK])
+    # A well-formed answer that is not an image is final: no retries in this
+    # run, nothing cached, asked again on the next run.
+    assert [_requests(server, ra) for ra in RA] == [1, 1, 1, 1]
+    _check_cache(tmp_path, table, scored, server.url)
+
+
+def _jpeg_claiming_size(side):
+    """A valid JPEG whose header declares side x side pixels (the data stays 256 x 256)."""
+    data = bytearray(_render_jpeg(1.0, 1.0, "des"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = side.to_bytes(2, "big") * 2
+    return bytes(data)
+
+
+WRONG_SIZE = {
+    "half_size": Fault(action="wrong_size"),
+    "tiny": Fault(action="wrong_size", size=8),
+    "larger": Fault(action="wrong_size", size=300),
+    # Pillow refuses to open this (DecompressionBombError, not an OSError);
+    # before the fix in LegacySurveyBackend._check_jpeg the error escaped
+    # download() and ended the whole run.
+    "header_claims_60000px": Fault(status=200, body=_jpeg_claiming_size(60000),
+                                   content_type="image/jpeg"),
+    "header_claims_12000px": Fault(status=200, body=_jpeg_claiming_size(12000),
+                                   content_type="image/jpeg"),
+}
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("fault", WRONG_SIZE.values(), ids=WRONG_SIZE.keys())
+def test_image_of_the_wrong_size_gives_fetch_failed(fault, server, model, tmp_path):
+    table = _catalog()
+    server.set_faults(RowFaults(always={RA[BAD]: fault}))
+    scored = _classify(table, server, model, tmp_path)
+    _check_scored(scored, table, [status.OK, status.FETCH_FAILED, status.OK, status.OK])
+    assert [_requests(server, ra) for ra in RA] == [1, 1, 1, 1]
+    _check_cache(tmp_path, table, scored, server.url)
+
+
+# -- outside the footprint --------------------------------------------------------------------
+
+
+def test_blank_cutout_is_no_coverage_and_remembered(server, model, tmp_path):
+    # Row 1: the server's "blank" fault; row 3: north of the loopback's
+    # footprint (dec > 80), where it sends its constant image by itself.
+    table = _catalog(dec=[-45.0, -46.0, -47.0, 85.0])
+    server.set_faults(RowFaults(always={RA[BAD]: "blank"}))
+    scored = _classify(table, server, model, tmp_path)
+    expected = [status.OK, status.NO_COVERAGE, status.OK, status.NO_COVERAGE]
+    _check_scored(scored, table, expected)
+    assert [_requests(server, ra) for ra in RA] == [1, 1, 1, 1]  # a blank answer is final
+    _check_cache(tmp_path, table, scored, server.url)
+    assert CutoutCache(tmp_path).info()["no_coverage"] == 2
+    # Rerun: everything, the "no coverage" answers included, comes from the cache.
+    server.clear_faults()
+    server.reset_counts()
+    again = _classify(table, server, model, tmp_path)
+    _check_scored(again, table, expected)
+    assert server.total_requests == 0
+
+
+# -- a cache file damaged on disk ----------------------------------------------------------------
+
+
+def _flip(offset):
+    def damage(path):
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+    return damage
+
+
+DAMAGE = {
+    "payload_byte_flipped": _flip(-100),
+    "header_byte_flipped": _flip(30),
+    "magic_flipped": _flip(0),
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "empty": lambda path: path.write_bytes(b""),
+    "garbage": lambda path: path.write_bytes(b"\x00" * 64),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
+def test_damaged_cache_file_is_detected_and_refetched(damage, server, model, tmp_path):
+    table = _catalog()
+    first = _classify(table, server, model, tmp_path)
+    _check_scored(first, table, [status.OK] * 4)
+    assert server.total_requests == 4
+    with LegacySurveyBackend("des", base_url=server.url) as backend:
+        path = CutoutCache(tmp_path).path(backend.cache_key(RA[BAD], DEC[BAD]))
+    damage(path)
+    server.reset_counts()
+    with pytest.warns(CacheCorruptionWarning, match="damaged cache entry"):
+        again = _classify(table, server, model, tmp_path)
+    _check_scored(again, table, [status.OK] * 4)
+    assert server.total_requests == 1 and _requests(server, RA[BAD]) == 1
+    np.testing.assert_allclose(again["lsbg_prob"], first["lsbg_prob"], atol=1e-6)
+    _check_cache(tmp_path, table, again, server.url)  # the entry was written again, whole
+
+
+# -- everything at once ---------------------------------------------------------------------------
+
+
+def test_every_fault_at_once_with_concurrent_workers(server, weights_file, tmp_path):
+    # Per row: faults for its first requests, fault for every request, status, requests.
+    plan = [
+        ([503, 502], None, status.OK, 3),
+        ([Fault(status=429, retry_after=0.1)], None, status.OK, 2),
+        ([Fault(delay=SLOW)], None, status.OK, 2),
+        (["reset", "truncate"], None, status.OK, 3),
+        ([], 500, status.FETCH_FAILED, MAX_ATTEMPTS),
+        ([], Fault(delay=SLOW), status.FETCH_FAILED, MAX_ATTEMPTS),
+        ([], "truncate", status.FETCH_FAILED, MAX_ATTEMPTS),
+        ([], "html", status.FETCH_FAILED, 1),
+        ([], Fault(action="wrong_size"), status.FETCH_FAILED, 1),
+        ([], "blank", status.NO_COVERAGE, 1),
+        ([], None, status.OK, 1),
+    ]
+    ra = [5.0 + 3.0 * i for i in range(len(plan))]
+    table = _catalog(ra=ra, dec=[-50.0] * len(plan))
+    server.set_faults(RowFaults(
+        script={r: p[0] for r, p in zip(ra, plan)},
+        always={r: p[1] for r, p in zip(ra, plan) if p[1] is not None},
+    ))
+    start = time.monotonic()
+    scored = _classify(table, server, weights_file, tmp_path, timeout=TIMEOUT,
+                       workers=8)  # the weights file itself this time
+    assert time.monotonic() - start < 30
+    _check_scored(scored, table, [p[2] for p in plan])
+    assert [_requests(server, r) for r in ra] == [p[3] for p in plan]
+    _check_cache(tmp_path, table, scored, server.url)
