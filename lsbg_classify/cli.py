@@ -184,15 +184,29 @@ def _backend_from_args(args):
     return get_backend(args.backend, survey=args.survey, **options)
 
 
+def _check_output(out, overwrite):
+    """Refuse an output that cannot be written before any work is done."""
+    from .catalog import format_from_path
+
+    if out.is_dir():
+        raise UsageError(f"{out} is a directory; give a file name")
+    if not out.parent.is_dir():
+        raise UsageError(f"the output directory {out.parent} does not exist")
+    if format_from_path(out) is None:
+        raise UsageError(f"cannot tell the table format from {out.name!r}; use an ending such as "
+                         ".fits, .csv, .ecsv, .parquet or .vot")
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} exists; pass --overwrite to replace it")
+
+
 def _cmd_classify(args):
     from .catalog import read_catalog, same_file, write_catalog
     from .pipeline import classify_catalog
 
     out = Path(args.output)
+    _check_output(out, args.overwrite)
     if same_file(args.input, out):
         raise UsageError("the output file must differ from the input file")
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"{out} exists; pass --overwrite to replace it")
     table = read_catalog(args.input)
     checkpoint = out.with_name(out.name + ".checkpoint")
     with _backend_from_args(args) as backend:

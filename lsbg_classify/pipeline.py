@@ -265,7 +265,8 @@ def score_in_chunks(ra, dec, backend, model, checkpoint_dir, chunk_size=DEFAULT_
     dec = np.asarray(dec, dtype=np.float64)
     valid = np.ones(len(ra), bool) if valid is None else np.asarray(valid, bool)
     folder = Path(checkpoint_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    # No parents: a missing directory is the caller's mistake, not ours to create.
+    folder.mkdir(exist_ok=True)
     manifest = folder / "manifest.json"
     identity = {"fingerprint": _fingerprint(ra, dec, valid, model, backend),
                 "rows": len(ra), "chunk_size": int(chunk_size)}
@@ -354,16 +355,20 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
             ra_col=ra_col, dec_col=dec_col, cache=cache, refresh=refresh, workers=workers,
             batch_size=batch_size, backend_options=backend_options)
     positions = extract_positions(table, ra_col=ra_col, dec_col=dec_col, on_invalid=on_invalid)
-    source = get_backend(backend, survey=survey, **(backend_options or {}))
     classifier = load_model(survey if model is None else model)
+    source = get_backend(backend, survey=survey, **(backend_options or {}))
     options = dict(cache=cache, refresh=refresh, workers=workers, batch_size=batch_size,
                    progress=progress, valid=positions.valid)
-    if checkpoint_dir is None:
-        prob, row_status, _ = score_positions(positions.ra, positions.dec, source, classifier,
-                                              **options)
-    else:
-        prob, row_status = score_in_chunks(positions.ra, positions.dec, source, classifier,
-                                           checkpoint_dir, chunk_size, **options)
+    try:
+        if checkpoint_dir is None:
+            prob, row_status, _ = score_positions(positions.ra, positions.dec, source, classifier,
+                                                  **options)
+        else:
+            prob, row_status = score_in_chunks(positions.ra, positions.dec, source, classifier,
+                                               checkpoint_dir, chunk_size, **options)
+    finally:
+        if source is not backend:  # built here from a name: ours to close
+            source.close()
     scored = np.isfinite(prob)
     lsbg_class = np.where(scored & (prob >= threshold), 1, 0).astype(np.int8)
     meta = {

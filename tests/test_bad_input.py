@@ -302,14 +302,6 @@ def test_cache_path_that_is_a_file(good_catalog, weights, tmp_path, capsys):
     assert cache.read_text() == "not a directory"
 
 
-_CHECKPOINT_BUG = (
-    "pipeline.py score_in_chunks creates OUTPUT.checkpoint with mkdir(parents=True), which "
-    "creates the output's missing directory, so write_catalog's 'directory does not exist' "
-    "check never fires and the command exits 0; cli.py _cmd_classify should refuse a missing "
-    "directory (and an unknown ending) before classifying")
-
-
-@pytest.mark.xfail(strict=True, reason=_CHECKPOINT_BUG)
 def test_output_in_a_missing_directory(good_catalog, weights, shared_cache, tmp_path, capsys):
     out = tmp_path / "no" / "such" / "dir" / "scored.fits"
     _assert_clean_failure(_cli(good_catalog, out, weights, shared_cache), capsys, out,
@@ -334,10 +326,6 @@ def test_output_that_is_a_directory(good_catalog, weights, shared_cache, tmp_pat
     assert _temp_files(tmp_path, checkpoint_ok=True) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli.py _cmd_classify checks only that OUTPUT does not exist before classifying; its "
-    "directory and format are checked by write_catalog after every cutout has been fetched and "
-    "scored, and OUTPUT.checkpoint/ is left behind (for a missing directory, created)"))
 @pytest.mark.parametrize("where", ["missing_directory", "unknown_ending", "a_directory"])
 def test_refused_output_is_refused_before_any_fetching(where, good_catalog, weights, tmp_path,
                                                        capsys):

@@ -12,6 +12,7 @@ New backends subclass :class:`SurveyBackend` and register themselves in the
 """
 
 import hashlib
+import logging
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ __all__ = [
 
 JPEG = "jpeg"
 FITS = "fits"
+
+log = logging.getLogger(__name__)
 
 # Number of decimals kept from RA/Dec in cache keys: 1e-6 deg = 3.6 mas,
 # far below a pixel, so two catalogs with rounding noise share cutouts.
@@ -280,6 +283,9 @@ class SurveyBackend(ABC):
             return FetchOutcome(status.NO_COVERAGE, message=str(exc))
         except FetchError as exc:
             return FetchOutcome(status.FETCH_FAILED, message=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one broken row must not end a long run
+            log.warning("backend %r failed at ra=%s dec=%s", self.name, ra, dec, exc_info=True)
+            return FetchOutcome(status.FETCH_FAILED, message=f"{type(exc).__name__}: {exc}")
 
     def fetch(self, ra, dec, workers=4):
         """Fetch many positions, ``workers`` at a time.
