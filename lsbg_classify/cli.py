@@ -144,8 +144,11 @@ def build_parser():
     p.add_argument("--real", action="append", default=[], metavar="NPZ",
                    help="real labelled cutouts (X, y[, selection]) to score with the DES model")
     p.add_argument("--finetune-real", metavar="NPZ",
-                   help="real labelled DES cutouts to fine-tune the shipped DES model on "
-                        "(accuracy estimated by 5-fold cross-fitting)")
+                   help="real labelled DES cutouts to fine-tune the DES model on; what that "
+                        "buys is estimated by 5-fold cross-fitting")
+    p.add_argument("--ship-finetuned", action="store_true",
+                   help="ship the model fine-tuned on --finetune-real (default: the "
+                        "simulated-sky model)")
     p.add_argument("--install", action="store_true",
                    help="replace the weights in this installation's lsbg_classify/data/models")
     p.add_argument("--des-cutouts", type=int, help="simulated DES cutouts (default 40000)")
@@ -345,6 +348,7 @@ def _cmd_build_models(args):
     cards = build_bundled_models(
         args.work_dir, real_sets={Path(p).stem: _real_set(p) for p in args.real},
         real_finetune=_real_set(args.finetune_real) if args.finetune_real else None,
+        ship_finetuned=args.ship_finetuned,
         install_dir=install, workers=args.workers, recipe=recipe)
     for name, card in cards.items():
         for label, m in card["metrics"].items():

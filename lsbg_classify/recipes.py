@@ -111,8 +111,8 @@ def _subset_metrics(y, prob, selection, seed):
     return out
 
 
-def build_bundled_models(work_dir, real_sets=None, real_finetune=None, install_dir=None, workers=2,
-                         recipe=None, verbose=2):
+def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_finetuned=False,
+                         install_dir=None, workers=2, recipe=None, verbose=2):
     """Make the DES and HSC weights from scratch.
 
     Parameters
@@ -125,10 +125,12 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, install_d
         with the simulated-sky DES model; metrics go into the card.
     real_finetune : tuple, optional
         (X, y, selection or None) real labelled DES cutouts.  The DES model
-        is then fine-tuned on them (paper's fine-tuning settings), its
+        is then fine-tuned on them (paper's fine-tuning settings) and its
         accuracy on new real cutouts estimated by cross-fitting
-        (:func:`crossfit_finetune`), and the model fine-tuned on all of them
-        is the one shipped as ``des``.
+        (:func:`crossfit_finetune`).
+    ship_finetuned : bool
+        Ship the model fine-tuned on all of ``real_finetune`` as ``des``
+        instead of the simulated-sky model.
     install_dir : path-like, optional
         Copy ``des.weights.h5``/``hsc.weights.h5`` and their cards here
         (the package's ``data/models`` to replace the bundled weights).
@@ -166,20 +168,22 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, install_d
     shipped_des = des_sim_weights
     if real_finetune is not None:
         Xr, yr, selection = real_finetune
-        oof, shipped_des = crossfit_finetune(des_sim_weights, Xr, yr, work / "des_real_finetune",
-                                             folds=r["real_folds"], seed=seed)
+        oof, finetuned = crossfit_finetune(des_sim_weights, Xr, yr, work / "des_real_finetune",
+                                           folds=r["real_folds"], seed=seed)
+        if ship_finetuned:
+            shipped_des = finetuned
         des_metrics["real_finetune_crossfit"] = _subset_metrics(yr, oof, selection, seed)
-        shipped_model = load_model(shipped_des)
+        finetuned_model = load_model(finetuned)
         for name, (Xo, yo, sel) in (real_sets or {}).items():
             if Xo.shape == Xr.shape and np.array_equal(Xo, Xr):
                 continue  # the fine-tuning set itself: only out-of-fold scores are honest
-            des_metrics[f"real_{name}_shipped_model"] = _subset_metrics(
-                yo, shipped_model.predict(Xo), sel, seed)
+            des_metrics[f"real_{name}_finetuned_model"] = _subset_metrics(
+                yo, finetuned_model.predict(Xo), sel, seed)
         des_record["real_finetune"] = {
             "n": int(len(yr)), "folds": r["real_folds"], **FINETUNE_DEFAULTS,
-            "note": "shipped weights: simulated-sky model fine-tuned on all these real cutouts; "
-                    "real_finetune_crossfit metrics are out-of-fold (each cutout scored by a "
-                    "model that never saw it)"}
+            "shipped": bool(ship_finetuned),
+            "note": "real_finetune_crossfit metrics are out-of-fold (each cutout scored by a "
+                    "model fine-tuned on the other folds, never on it)"}
 
     hsc_n = r["hsc_finetune"] + r["hsc_validation"] + r["hsc_test"]
     Xh, yh = _dataset(work / "hsc_sim.npz", hsc_n, "hsc", seed + 1, workers)
@@ -202,7 +206,8 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, install_d
     cards = {
         "des": {**des_record, **common, "weights_sha256": file_sha256(shipped_des),
                 "training_data": f"simulated DES g,r,z sky, {len(tr)} train / {len(va)} validation"
-                + ("; then fine-tuned on real labelled DES cutouts" if real_finetune else ""),
+                + ("; then fine-tuned on real labelled DES cutouts" if shipped_des != des_sim_weights
+                   else ""),
                 "metrics": des_metrics},
         "hsc": {**hsc_record, **common,
                 "training_data": f"simulated-sky DES model fine-tuned on {len(ft)} simulated HSC "

@@ -18,7 +18,7 @@ def test_build_models_runs_the_whole_recipe_and_installs_cards(tmp_path):
     other = (rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8), np.tile([0, 1], 3).astype(np.int8),
              None)
     cards = build_bundled_models(tmp_path / "work", real_sets={"dev": real, "other": other},
-                                 real_finetune=real,
+                                 real_finetune=real, ship_finetuned=True,
                                  install_dir=tmp_path / "models", recipe=TINY, verbose=0)
     for name in ("des", "hsc"):
         weights = tmp_path / "models" / f"{name}.weights.h5"
@@ -29,7 +29,7 @@ def test_build_models_runs_the_whole_recipe_and_installs_cards(tmp_path):
     des = cards["des"]["metrics"]
     assert set(des) == {"simulated_des_test", "real_dev_simulated_sky_model",
                         "real_other_simulated_sky_model", "real_finetune_crossfit",
-                        "real_other_shipped_model"}
+                        "real_other_finetuned_model"}
     assert set(des["real_finetune_crossfit"]) == {"all", "random", "hard"}
     assert des["real_finetune_crossfit"]["all"]["n"] == 12
     assert cards["hsc"]["metrics"]["simulated_hsc_test_after_finetune"]["n"] == 16
