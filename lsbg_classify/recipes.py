@@ -204,7 +204,7 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
     common = {"simulator_version": SIMULATOR_VERSION, "recipe": r,
               "command": "lsbg-classify build-models"}
     cards = {
-        "des": {**des_record, **common, "weights_sha256": file_sha256(shipped_des),
+        "des": {**des_record, **common,
                 "training_data": f"simulated DES g,r,z sky, {len(tr)} train / {len(va)} validation"
                 + ("; then fine-tuned on real labelled DES cutouts" if shipped_des != des_sim_weights
                    else ""),
@@ -218,10 +218,14 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
     shipped = {"des": shipped_des, "hsc": hsc_dir / "best.weights.h5"}
     for name, card in cards.items():
         card.pop("history", None)
+        # Checkpoints carry the optimiser's state too; ship the layer weights alone.
+        slim = work / f"{name}.weights.h5"
+        load_model(shipped[name]).network.save_weights(slim)
+        card["weights_sha256"] = file_sha256(slim)
         (work / f"{name}_card.json").write_text(json.dumps(card, indent=1))
         if install_dir is not None:
             dest = Path(install_dir)
             dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(shipped[name], dest / f"{name}.weights.h5")
+            shutil.copyfile(slim, dest / f"{name}.weights.h5")
             (dest / f"{name}.json").write_text(json.dumps(card, indent=1))
     return cards
