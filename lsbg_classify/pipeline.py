@@ -245,7 +245,8 @@ def score_in_chunks(ra, dec, backend, model, checkpoint_dir, chunk_size=DEFAULT_
 
     A rerun with the same positions, model and backend after an
     interruption (even ``kill -9``) scores only the chunks not yet
-    finished, and returns exactly what an uninterrupted run would.
+    finished, and returns what an uninterrupted run would (probabilities
+    equal up to float32 rounding, which depends on how images share a batch).
 
     Parameters
     ----------

@@ -66,7 +66,10 @@ def test_kill_minus_nine_then_rerun_gives_the_uninterrupted_result(tmp_path, wei
     uninterrupted = Table.read(reference)
     assert len(resumed) == ROWS and list(resumed["id"]) == list(range(ROWS))
     assert list(resumed["lsbg_status"]) == list(uninterrupted["lsbg_status"]) == ["ok"] * ROWS
-    assert np.array_equal(resumed["lsbg_prob"], uninterrupted["lsbg_prob"])
+    # Equal up to float32 rounding: TensorFlow's CPU kernels may round the last bit differently
+    # when an image shares its batch with other images.
+    assert np.allclose(resumed["lsbg_prob"], uninterrupted["lsbg_prob"], rtol=0, atol=1e-6)
+    assert list(resumed["lsbg_class"]) == list(uninterrupted["lsbg_class"])
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path, weights):
