@@ -139,3 +139,13 @@ def no_service_env(monkeypatch):
     """Remove the server-URL environment variables for the test."""
     monkeypatch.delenv("LSBG_CLASSIFY_LEGACYSURVEY_URL", raising=False)
     monkeypatch.delenv("LSBG_CLASSIFY_HIPS2FITS_URL", raising=False)
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    """Initial (untrained) DeepShadows weights: the plumbing is under test, not the model."""
+    from lsbg_classify.model import build_deepshadows
+
+    path = tmp_path_factory.mktemp("weights") / "untrained.weights.h5"
+    build_deepshadows().save_weights(path)
+    return str(path)

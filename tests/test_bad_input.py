@@ -39,21 +39,13 @@ from lsbg_classify import classify_catalog, status
 from lsbg_classify.cache import CutoutCache
 from lsbg_classify.catalog import CatalogError
 from lsbg_classify.cli import main
-from lsbg_classify.model import LSBGModel, build_deepshadows, load_model
+from lsbg_classify.model import LSBGModel, load_model
 from lsbg_classify.surveys import NoCoverageError, Payload, SurveyBackend
 
 ERROR_PREFIX = "lsbg-classify classify: error: "
 
 
 # -- fixtures and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """Initial (untrained) DeepShadows weights: the plumbing is under test, not the model."""
-    path = tmp_path_factory.mktemp("weights") / "untrained.weights.h5"
-    build_deepshadows().save_weights(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

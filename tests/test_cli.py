@@ -9,17 +9,8 @@ from astropy.table import Table
 from lsbg_classify import status
 from lsbg_classify.cli import main
 from lsbg_classify.loopback import LoopbackViewer
-from lsbg_classify.model import build_deepshadows
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """Initial (untrained) DeepShadows weights, to test the command's plumbing."""
-    path = tmp_path_factory.mktemp("w") / "plumbing.weights.h5"
-    build_deepshadows().save_weights(path)
-    return str(path)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import pytest
 from astropy.table import Table
 
 from lsbg_classify import classify_catalog
-from lsbg_classify.model import build_deepshadows
 from lsbg_classify.pipeline import PARTITION_DTYPES
 
 dd = pytest.importorskip("dask.dataframe")
@@ -14,13 +13,6 @@ distributed = pytest.importorskip("distributed")
 lsdb = pytest.importorskip("lsdb")
 
 ROWS = 24
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "plumbing.weights.h5"
-    build_deepshadows().save_weights(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from PIL import Image
 from lsbg_classify import classify_catalog, status
 from lsbg_classify.cache import CacheCorruptionWarning, CutoutCache
 from lsbg_classify.loopback import Fault, LoopbackViewer
-from lsbg_classify.model import build_deepshadows, load_model
+from lsbg_classify.model import load_model
 from lsbg_classify.surveys.http import HttpClient
 from lsbg_classify.surveys.legacysurvey import LegacySurveyBackend, decode_jpeg, is_blank
 
@@ -83,17 +83,9 @@ def _render_fits(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=Non
 
 
 @pytest.fixture(scope="module")
-def weights_file(tmp_path_factory):
-    """An untrained DeepShadows weights file: the plumbing is under test, not the model."""
-    path = tmp_path_factory.mktemp("weights") / "untrained.weights.h5"
-    build_deepshadows().save_weights(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def model(weights_file):
+def model(weights):
     """The weights file loaded once (loading it for every run would double the file's time)."""
-    return load_model(weights_file)
+    return load_model(weights)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -453,7 +445,7 @@ def test_damaged_cache_file_is_detected_and_refetched(damage, server, model, tmp
 # -- everything at once ---------------------------------------------------------------------------
 
 
-def test_every_fault_at_once_with_concurrent_workers(server, weights_file, tmp_path):
+def test_every_fault_at_once_with_concurrent_workers(server, weights, tmp_path):
     # Per row: faults for its first requests, fault for every request, status, requests.
     plan = [
         ([503, 502], None, status.OK, 3),
@@ -475,7 +467,7 @@ def test_every_fault_at_once_with_concurrent_workers(server, weights_file, tmp_p
         always={r: p[1] for r, p in zip(ra, plan) if p[1] is not None},
     ))
     start = time.monotonic()
-    scored = _classify(table, server, weights_file, tmp_path, timeout=TIMEOUT,
+    scored = _classify(table, server, weights, tmp_path, timeout=TIMEOUT,
                        workers=8)  # the weights file itself this time
     assert time.monotonic() - start < 30
     _check_scored(scored, table, [p[2] for p in plan])

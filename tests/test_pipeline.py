@@ -10,18 +10,15 @@ from lsbg_classify import classify_catalog, status
 from lsbg_classify.cache import CutoutCache
 from lsbg_classify.catalog import CatalogError
 from lsbg_classify.loopback import LoopbackViewer
-from lsbg_classify.model import build_deepshadows, load_model
+from lsbg_classify.model import load_model
 from lsbg_classify.pipeline import fetch_images, score_positions
 from lsbg_classify.surveys import FetchError, Payload, get_backend
 from lsbg_classify.surveys.base import SurveyBackend
 
 
 @pytest.fixture(scope="module")
-def untrained_model(tmp_path_factory):
-    """DeepShadows with initial weights: enough to test the plumbing."""
-    path = tmp_path_factory.mktemp("weights") / "untrained.weights.h5"
-    build_deepshadows().save_weights(path)
-    return load_model(path)
+def untrained_model(weights):
+    return load_model(weights)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from lsbg_classify.colour import DES_MAPPING, HSC_MAPPING, asinh_rgb
 from lsbg_classify.preprocess import (
     BadImageError,
     as_uint8,
-    fits_to_rgb,
     jpeg_to_rgb,
     prepare_payload,
     to_model_input,

@@ -11,19 +11,11 @@ import pytest
 from astropy.table import Table
 
 from lsbg_classify.loopback import LoopbackViewer
-from lsbg_classify.model import build_deepshadows
 from lsbg_classify.pipeline import CheckpointMismatchError, score_in_chunks
 from lsbg_classify.surveys import get_backend
 
 ROWS = 240
 CHUNK = 40
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "plumbing.weights.h5"
-    build_deepshadows().save_weights(path)
-    return str(path)
 
 
 def _command(catalog, out, weights, cache, viewer):

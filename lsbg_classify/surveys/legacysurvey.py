@@ -20,7 +20,6 @@ wins over both.
 """
 
 import io
-import os
 import warnings
 from urllib.parse import urlencode
 
