@@ -29,14 +29,13 @@ import numpy as np
 import requests
 from astropy.coordinates import Angle, Latitude, Longitude
 
-from .base import FITS, FetchError, NoCoverageError, Payload, SurveyBackend
+from .base import FITS, FetchError, NoCoverageError, Payload
 from .http import (
     FITS_MAGIC,
-    HttpClient,
+    HttpBackend,
     RetryableResponseError,
     check_not_text,
     describe_body,
-    resolve_base_url,
 )
 
 __all__ = ["HipsBackend", "ENV_URL"]
@@ -53,7 +52,7 @@ def _astroquery_hips2fits():
     return hips2fits, conf
 
 
-class HipsBackend(SurveyBackend):
+class HipsBackend(HttpBackend):
     """Band images from CDS hips2fits, resampled to the paper's grid.
 
     Parameters
@@ -90,27 +89,17 @@ class HipsBackend(SurveyBackend):
     name = "hips"
     formats = (FITS,)
 
-    def __init__(
-        self,
-        survey="des",
-        image_format=None,
-        base_url=None,
-        timeout=None,
-        max_retries=None,
-        workers_hint=32,
-        *,
-        backoff=None,
-        http=None,
-    ):
-        super().__init__(survey=survey, image_format=image_format)
+    env_url = ENV_URL
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         missing = [b for b in self.survey.bands if b not in self.survey.hips_ids]
         if missing:
             raise ValueError(f"survey {self.survey.name!r} has no HiPS for band(s) {missing}")
+
+    def default_server(self):
         _, aq_conf = _astroquery_hips2fits()
-        self.base_url = resolve_base_url(base_url, ENV_URL, aq_conf.server)
-        self.http = http or HttpClient.for_backend(
-            aq_conf.timeout if timeout is None else timeout, max_retries, backoff, workers_hint
-        )
+        return aq_conf.server, aq_conf.timeout
 
     @property
     def hips_ids(self):
@@ -262,6 +251,3 @@ class HipsBackend(SurveyBackend):
         fits.PrimaryHDU(data=np.stack(planes), header=out).writeto(buf)
         return Payload(buf.getvalue(), FITS)
 
-    def close(self):
-        """Close the HTTP connections."""
-        self.http.close()

@@ -38,7 +38,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from ..version import __version__
-from .base import FetchError
+from .base import FetchError, SurveyBackend
 
 __all__ = [
     "HttpClient",
@@ -52,6 +52,7 @@ __all__ = [
     "resolve_base_url",
     "describe_body",
     "check_not_text",
+    "HttpBackend",
 ]
 
 log = logging.getLogger(__name__)
@@ -477,3 +478,37 @@ def check_not_text(response, what):
             f"{response.url} answered HTTP 200 with {ctype or 'no content type'} "
             f"instead of a {what}: {describe_body(response)!r}"
         )
+
+
+class HttpBackend(SurveyBackend):
+    """A backend that talks to one web service through an :class:`HttpClient`.
+
+    Subclasses set :attr:`env_url` and implement :meth:`default_server`;
+    the server URL is then taken from the ``base_url`` argument, else that
+    environment variable, else the default.  Parameters other than those
+    of :class:`~lsbg_classify.surveys.SurveyBackend`: ``base_url``,
+    ``timeout`` (seconds per connection attempt and socket read),
+    ``max_retries``, ``workers_hint`` (sizes the connection pool),
+    ``backoff`` (base of the retry backoff, seconds) and ``http`` (a client
+    to use instead of making one).
+    """
+
+    #: Environment variable that names the server.
+    env_url = None
+
+    def __init__(self, survey="des", image_format=None, base_url=None, timeout=None,
+                 max_retries=None, workers_hint=32, *, backoff=None, http=None):
+        super().__init__(survey=survey, image_format=image_format)
+        default_url, default_timeout = self.default_server()
+        self.base_url = resolve_base_url(base_url, self.env_url, default_url)
+        self.http = http or HttpClient.for_backend(
+            default_timeout if timeout is None else timeout, max_retries, backoff, workers_hint
+        )
+
+    def default_server(self):
+        """(server URL, timeout in seconds) from the service's configuration."""
+        raise NotImplementedError
+
+    def close(self):
+        """Close the HTTP connections."""
+        self.http.close()

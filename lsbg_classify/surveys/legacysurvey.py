@@ -27,14 +27,13 @@ import numpy as np
 import requests
 from astropy import config as _config
 
-from .base import FITS, JPEG, FetchError, NoCoverageError, Payload, SurveyBackend
+from .base import FITS, JPEG, FetchError, NoCoverageError, Payload
 from .http import (
     FITS_MAGIC,
-    HttpClient,
+    HttpBackend,
     RetryableResponseError,
     check_not_text,
     describe_body,
-    resolve_base_url,
 )
 
 __all__ = ["Conf", "conf", "LegacySurveyBackend", "ENV_URL", "PUBLIC_VIEWER"]
@@ -191,7 +190,7 @@ def normalise_fits_cube(data, bands, requested=None, extra_header=None, expected
     return buf.getvalue()
 
 
-class LegacySurveyBackend(SurveyBackend):
+class LegacySurveyBackend(HttpBackend):
     """Cutouts from the Legacy Surveys viewer, as in the DeepShadows paper.
 
     Parameters
@@ -231,23 +230,10 @@ class LegacySurveyBackend(SurveyBackend):
     name = "legacysurvey"
     formats = (JPEG, FITS)
 
-    def __init__(
-        self,
-        survey="des",
-        image_format=None,
-        base_url=None,
-        timeout=None,
-        max_retries=None,
-        workers_hint=32,
-        *,
-        backoff=None,
-        http=None,
-    ):
-        super().__init__(survey=survey, image_format=image_format)
-        self.base_url = resolve_base_url(base_url, ENV_URL, conf.server)
-        self.http = http or HttpClient.for_backend(
-            conf.timeout if timeout is None else timeout, max_retries, backoff, workers_hint
-        )
+    env_url = ENV_URL
+
+    def default_server(self):
+        return conf.server, conf.timeout
 
     @property
     def endpoint(self):
@@ -416,7 +402,4 @@ class LegacySurveyBackend(SurveyBackend):
             ) from None
         return Payload(data, FITS)
 
-    def close(self):
-        """Close the HTTP connections."""
-        self.http.close()
 
