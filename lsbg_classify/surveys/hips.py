@@ -31,11 +31,8 @@ from astropy.coordinates import Angle, Latitude, Longitude
 
 from .base import FITS, FetchError, NoCoverageError, Payload
 from .http import (
-    FITS_MAGIC,
     HttpBackend,
-    RetryableResponseError,
-    check_not_text,
-    describe_body,
+    check_fits,
 )
 
 __all__ = ["HipsBackend", "ENV_URL"]
@@ -160,18 +157,6 @@ class HipsBackend(HttpBackend):
         info["server"] = self.base_url
         return info
 
-    def _check_fits(self, response):
-        check_not_text(response, "FITS file")
-        if not response.content.startswith(FITS_MAGIC):
-            raise FetchError(
-                f"{response.url} answered HTTP 200 but the body is not a FITS file: "
-                f"{describe_body(response)!r}"
-            )
-        if len(response.content) % 2880:
-            raise RetryableResponseError(
-                f"FITS file of {len(response.content)} bytes is truncated"
-            )
-
     def _read_plane(self, response):
         from astropy.io import fits
 
@@ -217,7 +202,7 @@ class HipsBackend(HttpBackend):
         wcs_header = None
         for band in self.survey.bands:
             payload = self.query_payload(ra, dec, band)
-            response = self.http.get(self.base_url, payload, check=self._check_fits)
+            response = self.http.get(self.base_url, payload, check=check_fits)
             plane, header = self._read_plane(response)
             finite = plane[np.isfinite(plane)]
             if finite.size == 0 or not np.any(finite):

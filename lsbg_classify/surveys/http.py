@@ -52,6 +52,7 @@ __all__ = [
     "resolve_base_url",
     "describe_body",
     "check_not_text",
+    "check_fits",
     "HttpBackend",
 ]
 
@@ -479,6 +480,21 @@ def check_not_text(response, what):
             f"instead of a {what}: {describe_body(response)!r}"
         )
 
+
+
+def check_fits(response):
+    """Reject a 200 answer that is not a whole FITS file (a retry may mend a cut one)."""
+    check_not_text(response, "FITS file")
+    if not response.content.startswith(FITS_MAGIC):
+        raise FetchError(
+            f"{response.url} answered HTTP 200 but the body is not a FITS file "
+            f"({response.headers.get('Content-Type', 'no content type')}): "
+            f"{describe_body(response)!r}"
+        )
+    # A FITS file is a whole number of 2880-byte blocks; anything else
+    # was cut short in transit.
+    if len(response.content) % 2880:
+        raise RetryableResponseError(f"FITS file of {len(response.content)} bytes is truncated")
 
 class HttpBackend(SurveyBackend):
     """A backend that talks to one web service through an :class:`HttpClient`.

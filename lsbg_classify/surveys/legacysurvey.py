@@ -29,9 +29,9 @@ from astropy import config as _config
 
 from .base import FITS, JPEG, FetchError, NoCoverageError, Payload
 from .http import (
-    FITS_MAGIC,
     HttpBackend,
     RetryableResponseError,
+    check_fits,
     check_not_text,
     describe_body,
 )
@@ -336,21 +336,6 @@ class LegacySurveyBackend(HttpBackend):
                 f"expected {size}x{size}"
             )
 
-    def _check_fits(self, response):
-        check_not_text(response, "FITS file")
-        if not response.content.startswith(FITS_MAGIC):
-            raise FetchError(
-                f"{response.url} answered HTTP 200 but the body is not a FITS file "
-                f"({response.headers.get('Content-Type', 'no content type')}): "
-                f"{describe_body(response)!r}"
-            )
-        # A FITS file is a whole number of 2880-byte blocks; anything else
-        # was cut short in transit.
-        if len(response.content) % 2880:
-            raise RetryableResponseError(
-                f"FITS file of {len(response.content)} bytes is truncated"
-            )
-
     def download(self, ra, dec):
         """Fetch the cutout at (ra, dec) in degrees.
 
@@ -385,7 +370,7 @@ class LegacySurveyBackend(HttpBackend):
             return Payload(response.content, JPEG)
         # FITS: outside the footprint the viewer fails with HTTP 500, which
         # cannot be told from a real server error, so it stays a FetchError.
-        response = self.http.get(self.endpoint, params, check=self._check_fits)
+        response = self.http.get(self.endpoint, params, check=check_fits)
         try:
             data = normalise_fits_cube(
                 response.content,
