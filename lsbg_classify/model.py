@@ -42,8 +42,12 @@ BUNDLED_MODELS = ("des", "hsc")
 PREDICT_BATCH = 256
 
 
-def _keras():
-    # Importing TensorFlow costs seconds; keep it out of `import lsbg_classify`.
+def import_keras():
+    """Import Keras (and TensorFlow) on first use, quietly.
+
+    Importing TensorFlow costs seconds; keeping it out of
+    ``import lsbg_classify`` keeps the command line quick to start.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -63,7 +67,7 @@ def build_deepshadows(input_shape=INPUT_SHAPE):
     keras.Sequential
         4,220,385 trainable parameters for 64×64×3 inputs.
     """
-    keras = _keras()
+    keras = import_keras()
     layers = [keras.Input(shape=input_shape)]
     for filters in CONV_FILTERS:
         layers += [
@@ -91,7 +95,7 @@ def build_deepshadows(input_shape=INPUT_SHAPE):
 
 def compile_deepshadows(model, learning_rate=LEARNING_RATE):
     """Compile with the paper's loss and optimiser (Adadelta)."""
-    keras = _keras()
+    keras = import_keras()
     model.compile(
         optimizer=keras.optimizers.Adadelta(learning_rate=learning_rate),
         loss="binary_crossentropy",
@@ -205,7 +209,7 @@ def load_model(model="des"):
 
 
 def _load_network(path):
-    keras = _keras()
+    keras = import_keras()
     if path.name.endswith(".weights.h5"):
         network = build_deepshadows()
         network.load_weights(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import _keras, build_deepshadows, compile_deepshadows, file_sha256
+from .model import build_deepshadows, compile_deepshadows, file_sha256, import_keras
 from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 from .version import __version__
 
@@ -116,7 +116,7 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
     dict
         The training record written to ``training.json``.
     """
-    keras = _keras()
+    keras = import_keras()
     keras.utils.set_random_seed(seed)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
