@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 #: Version of the rendering; bump whenever a cutout's pixels change.
-SIMULATOR_VERSION = "1.1"
+SIMULATOR_VERSION = "1.2"
 
 #: JPEG quality used for the viewer-like JPEGs (Pillow scale).  The viewer
 #: has written its JPEGs at quality 90; with it the simulated 64 px noise
@@ -268,11 +268,17 @@ def _draw_conditions(rng, model, native_scale, randomize):
     sigma = _mag_to_nmgy(model.depth10) / 10.0 / math.sqrt(ap_pix) * _NOISE_CALIBRATION
     dscatter = model.depth_scatter
     if randomize:
-        # Covers des-dr1 (shallow) to DR9/DES-Y6-like (about 0.5 mag deeper).
-        depth_factor = math.exp(rng.uniform(math.log(0.5), math.log(1.5)))
+        # Covers des-dr1 (shallow) to DR9/DES-Y6-like, whose g and r noise
+        # in the dev-set cutouts is about 0.55-0.65 of des-dr1's: the lower
+        # bound leaves room below that, and the per-band jitter lets the
+        # noise colour vary as it does between releases.
+        depth_factor = math.exp(rng.uniform(math.log(0.35), math.log(1.5)))
+        band_jitter = 0.15
     else:
         depth_factor = math.exp(rng.normal(0.0, dscatter))
-    sigma = sigma * depth_factor * np.asarray(_DEPTH_FACTOR) * np.exp(rng.normal(0.0, 0.06, 3))
+        band_jitter = 0.06
+    sigma = (sigma * depth_factor * np.asarray(_DEPTH_FACTOR)
+             * np.exp(rng.normal(0.0, band_jitter, 3)))
     # Residual sky (nanomaggies per arcsec^2).  The asinh stretch clips
     # negative noise at zero, which lifts the mean sky of noisy bands; the
     # slightly negative offsets (coadd sky over-subtraction is common) bring
