@@ -13,6 +13,56 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 from lsbg_classify.version import __version__  # noqa: E402
 
+# -- Real-vs-simulated contact sheets ------------------------------------------
+
+# The real cutouts are public but are never committed to this repository, so
+# the sheets comparing them with simulated ones are drawn at build time from
+# the data directory (``LSBG_CLASSIFY_REAL_DATA``, default ``../shared/data``
+# beside the repository).  Without it a placeholder says so.
+_DOCS = os.path.dirname(os.path.abspath(__file__))
+_GENERATED = os.path.join(_DOCS, "_generated")
+_REAL_DATA = os.environ.get(
+    "LSBG_CLASSIFY_REAL_DATA", os.path.join(_DOCS, "..", "..", "shared", "data")
+)
+#: (sheet name, real file, selection, simulated like the training set?)
+_SHEETS = [
+    ("real_vs_simulated_dr1", "des_real_10.npz", None, False),
+    ("real_vs_simulated_dr9", "des_dev_119.npz", "random", True),
+]
+_SHEET_COLUMNS = 10
+
+
+def _placeholder(path, text):
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (660, 60), (240, 240, 240))
+    ImageDraw.Draw(img).text((10, 22), text, fill=(0, 0, 0))
+    img.save(path)
+
+
+def _draw_real_vs_simulated_sheets():
+    import numpy as np
+
+    from lsbg_classify.calibration import contact_sheet
+    from lsbg_classify.simulation import make_training_set
+
+    os.makedirs(_GENERATED, exist_ok=True)
+    for name, filename, selection, randomize in _SHEETS:
+        path = os.path.join(_GENERATED, name + ".png")
+        source = os.path.join(_REAL_DATA, "des_real", filename)
+        if not os.path.exists(source):
+            _placeholder(path, f"{filename} not found at build time: real cutouts not shown")
+            continue
+        with np.load(source, allow_pickle=False) as data:
+            real = data["X"] if selection is None else data["X"][data["selection"] == selection]
+        real = real[: 2 * _SHEET_COLUMNS]
+        sim, _ = make_training_set(len(real), survey="des", seed=0, randomize=randomize,
+                                   resample="mixed" if randomize else "bilinear", workers=1)
+        contact_sheet(real, sim, path, ncols=_SHEET_COLUMNS)
+
+
+_draw_real_vs_simulated_sheets()
+
 # -- Project -----------------------------------------------------------------
 
 project = "lsbg-classify"
