@@ -62,6 +62,21 @@ def build_parser():
                    help="rows per checkpointed chunk; finished chunks are kept in "
                         "OUTPUT.checkpoint/ until the output is written, so an interrupted "
                         "run resumes when started again with the same arguments")
+    p.add_argument("--mc-samples", type=int, default=0, metavar="N",
+                   help="also score each image N times with dropout on and add the spread as "
+                        "lsbg_prob_std (Monte-Carlo dropout; default 0: off)")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="divide every logit by T before thresholding (a calibration fitted by "
+                        "evaluate --fit-temperature; default: none)")
+    _add_catalog_options(p)
+    _add_source_options(p)
+
+    p = sub.add_parser("explain", help="Grad-CAM maps: which part of a cutout drove its score")
+    p.add_argument("input", help="catalog with RA/Dec")
+    p.add_argument("--rows", required=True,
+                   help="comma-separated row numbers of the catalog, counted from 0 (e.g. 0,5,7)")
+    p.add_argument("-o", "--output", required=True, help="figure to write (.png, .pdf or .svg)")
+    p.add_argument("--model", help="weights file (default: the bundled model of --survey)")
     _add_catalog_options(p)
     _add_source_options(p)
 
@@ -115,6 +130,9 @@ def build_parser():
     p.add_argument("--model", default="des", help="des, hsc or a weights file")
     p.add_argument("-o", "--output-dir", help="write metrics table and PNG figures here")
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--fit-temperature", metavar="VALIDATION",
+                   help="labelled data set (.npz) to fit a temperature on; report the "
+                        "calibration error before and after scaling")
     p = sub.add_parser("calibrate", help="real vs simulated cutout statistics side by side")
     p.add_argument("real", help="real cutouts (.npz with X, optionally selection)")
     p.add_argument("--selection", help="only the real rows whose 'selection' is this (e.g. random)")
@@ -138,6 +156,19 @@ def build_parser():
     p.add_argument("--rows", type=int, default=100, help="cutouts per measurement")
     p.add_argument("--latency", type=float, default=0.1, help="loopback server latency (s)")
     p.add_argument("--workers", type=int, default=8, help="concurrent requests")
+    p.add_argument("--coords", action="append", default=[], metavar="PATH",
+                   help="catalog with ra,dec whose positions the end-to-end figure uses, e.g. "
+                        "the DeepShadows Baseline_*.csv (repeat per file; default: simulated "
+                        "positions)")
+    p.add_argument("--e2e-rows", type=int, default=2000, metavar="N",
+                   help="rows of the end-to-end figure (default 2000; 0: leave it out)")
+    p.add_argument("--cache", help="cutout cache to warm and read (default: a temporary "
+                                   "directory, removed afterwards)")
+    p.add_argument("--memory-rows", type=int, nargs="+", default=[], metavar="N",
+                   help="catalog sizes of peak-memory runs of lsbg-classify classify "
+                        "(e.g. 2000 8000 1000000; default: none)")
+    p.add_argument("--memory-scored", type=int, default=4000, metavar="N",
+                   help="rows of each memory-run catalog that are scored (default 4000)")
 
     p = sub.add_parser("build-models", help="remake the bundled weights on the simulated sky")
     p.add_argument("-o", "--work-dir", default="runs/bundled", help="data sets, checkpoints, figures")
@@ -154,7 +185,66 @@ def build_parser():
     p.add_argument("--des-cutouts", type=int, help="simulated DES cutouts (default 40000)")
     p.add_argument("--des-epochs", type=int, help="maximum DES epochs (default 100)")
     p.add_argument("--des-patience", type=int, help="early stop on validation loss (default 8)")
+    p.add_argument("--des-time-budget", type=float, metavar="MINUTES",
+                   help="stop DES training before an epoch that would end past this many minutes")
     p.add_argument("--workers", type=int, default=2, help="processes for simulation")
+
+    p = sub.add_parser("reproduce", help="the DeepShadows paper's experiment, from the public "
+                                         "catalogs to an HTML report (resumable)")
+    p.add_argument("--workdir", default="deepshadows_reproduction",
+                   help="downloads, cutouts, weights, metrics and report; rerun to resume")
+    p.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"],
+                   help="DES training epochs (default: the paper's 100)")
+    p.add_argument("--finetune-epochs", type=int, default=FINETUNE_DEFAULTS["epochs"],
+                   help="HSC fine-tuning epochs (default: the paper's 30)")
+    p.add_argument("--subset", type=int, metavar="N",
+                   help="quick run: N objects per class in every set (at least 5)")
+    p.add_argument("--seed", type=int, default=0, help="subsets, HSC sets, training, bootstrap")
+    p.add_argument("--base-url", help="Legacy Surveys viewer (default: the public one, or "
+                                      "$LSBG_CLASSIFY_LEGACYSURVEY_URL)")
+    p.add_argument("--data-url", help="where the DeepShadows data files are (default: the "
+                                      "paper's repository, or $LSBG_CLASSIFY_DEEPSHADOWS_URL)")
+    p.add_argument("--workers", type=int, default=8, help="concurrent cutout requests (default 8)")
+    p.add_argument("--cache", help="cutout cache directory (default: the user cache directory)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws for intervals")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("inspect", help="inspection sheets (PNG and HTML) of a scored catalog: "
+                                       "top candidates, most uncertain, disagreements")
+    p.add_argument("input", help="scored catalog (the output of classify)")
+    p.add_argument("-o", "--output-dir", required=True, help="where the sheets are written")
+    p.add_argument("--top", type=int, default=48, metavar="N", help="rows per sheet (default 48)")
+    p.add_argument("--prob-col", default="lsbg_prob",
+                   help="probability column of the model (default: lsbg_prob)")
+    p.add_argument("--compare-col", metavar="COL",
+                   help="probability column of a second model: adds the disagreement sheet")
+    p.add_argument("--threshold", type=float, default=0.5, help="class threshold (default 0.5)")
+    _add_catalog_options(p)
+    _add_source_options(p)
+
+    p = sub.add_parser("inject", help="injection-recovery: completeness against surface "
+                                      "brightness and size")
+    p.add_argument("-o", "--output-dir", required=True,
+                   help="where completeness.ecsv and completeness.png are written")
+    p.add_argument("--model", help="weights file, des or hsc (default: the bundled model of --survey)")
+    p.add_argument("--survey", default="des", choices=["des", "hsc"])
+    p.add_argument("--mu0", default="23,27,0.5", metavar="START,STOP,STEP",
+                   help="central surface brightness grid, g mag/arcsec^2 (default 23,27,0.5)")
+    p.add_argument("--re", default="2.5,12.5,2.5", metavar="START,STOP,STEP",
+                   help="effective radius grid, arcsec (default 2.5,12.5,2.5)")
+    p.add_argument("--per-cell", type=int, default=20, help="galaxies per grid cell (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--background", default="simulated", choices=["simulated", "simulated-artifacts"],
+                   help="simulated sky to inject into when no --image is given (default: "
+                        "blank fields)")
+    p.add_argument("--image", action="append", default=[], metavar="BAND=PATH",
+                   help="inject into your own FITS image with WCS instead (repeat per band)")
+    p.add_argument("--psf-fwhm", type=float, default=1.0,
+                   help="--image: Gaussian PSF FWHM in arcsec (default 1.0)")
+    p.add_argument("--zero-point", type=float, default=22.5,
+                   help="--image: AB zero point of the pixel values (default 22.5, nanomaggies)")
+    p.add_argument("--sersic-n", type=float, default=1.0, help="Sersic index (default 1)")
+    p.add_argument("--threshold", type=float, default=0.5, help="class threshold (default 0.5)")
     return parser
 
 
@@ -220,6 +310,7 @@ def _cmd_classify(args):
             workers=args.workers, batch_size=args.batch_size,
             progress=False if args.quiet else None,
             checkpoint_dir=checkpoint, chunk_size=args.chunk_size,
+            mc_samples=args.mc_samples, temperature=args.temperature,
         )
     write_catalog(scored, out, overwrite=args.overwrite)
     shutil.rmtree(checkpoint, ignore_errors=True)
@@ -317,17 +408,113 @@ def _cmd_evaluate(args):
 
     X, y, extra = load_dataset(args.data)
     model = load_model(args.model)
+    temperature = (_fitted_temperature(model, args.fit_temperature, args.data)
+                   if args.fit_temperature else None)
     subsets = {"all": np.ones(len(y), bool)}
     # Sets such as the real development set mark how each cutout was chosen.
     for name in np.unique(extra["selection"]) if "selection" in extra else ():
         subsets[str(name)] = extra["selection"] == name
     for label, rows in subsets.items():
-        table, _ = evaluate_model(model, X[rows], y[rows], args.output_dir, args.threshold,
-                                  label=label if len(subsets) > 1 else "test")
+        table, prob = evaluate_model(model, X[rows], y[rows], args.output_dir, args.threshold,
+                                     label=label if len(subsets) > 1 else "test")
         m = table.meta
         print(f"{Path(args.data).name} [{label}]: n = {m['n']}; confusion TN {m['tn']} FP {m['fp']} "
               f"FN {m['fn']} TP {m['tp']}")
         table.pprint(max_lines=-1)
+        _report_calibration(y[rows], prob, temperature, args.output_dir,
+                            label if len(subsets) > 1 else "test", f"{model.name}: {label}")
+
+
+def _fitted_temperature(model, validation, evaluated):
+    from .reliability import fit_temperature
+    from .training import load_dataset
+
+    X_val, y_val, _ = load_dataset(validation)
+    temperature = fit_temperature(y_val, model.predict(X_val))
+    print(f"temperature fitted on {Path(validation).name} (n = {len(y_val)}): T = {temperature:.3f}")
+    if Path(validation).resolve() == Path(evaluated).resolve():
+        print("note: T was fitted on the evaluated set itself, so the calibration error after "
+              "scaling is optimistic", file=sys.stderr)
+    return temperature
+
+
+def _report_calibration(y, prob, temperature, output_dir, label, title):
+    from .reliability import N_BINS, apply_temperature, calibration_summary, plot_reliability
+
+    summary = calibration_summary(y, prob, temperature)
+    text = f"expected calibration error ({N_BINS} bins): {summary['ece']:.3f}"
+    if temperature is not None:
+        text += f"; after temperature scaling (T = {temperature:.3f}): {summary['ece_scaled']:.3f}"
+    print(text)
+    if output_dir:
+        curves = {"model": prob}
+        if temperature is not None:
+            curves[f"T = {temperature:.2f}"] = apply_temperature(prob, temperature)
+        plot_reliability(y, curves, Path(output_dir) / f"reliability_{label}.png", title=title)
+
+
+def _parse_rows(text, n_rows):
+    """Row numbers of ``--rows`` (e.g. "0,5,7"), each checked against the catalog length."""
+    rows = []
+    for item in text.split(","):
+        try:
+            rows.append(int(item.strip()))
+        except ValueError:
+            raise UsageError(f"--rows expects comma-separated row numbers, got {item.strip()!r}"
+                             ) from None
+    outside = [r for r in rows if not 0 <= r < n_rows]
+    if outside:
+        raise UsageError(f"row(s) {', '.join(map(str, outside))} out of range: the catalog has "
+                         f"{n_rows} rows, numbered 0 to {n_rows - 1}")
+    return rows
+
+
+def _cmd_explain(args):
+    import warnings
+
+    import numpy as np
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    from .catalog import extract_positions, read_catalog
+    from .explain import gradcam, save_gradcam_png
+    from .model import load_model
+    from .pipeline import fetch_images
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UsageError(f"cannot tell the figure format from {out.name!r}; end it in .png, .pdf "
+                         "or .svg")
+    if not out.parent.is_dir():
+        raise UsageError(f"the output directory {out.parent} does not exist")
+    table = read_catalog(args.input)
+    rows = _parse_rows(args.rows, len(table))
+    with warnings.catch_warnings():
+        # Invalid rows are reported below by their catalog row numbers.
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        positions = extract_positions(table[rows], ra_col=args.ra_col, dec_col=args.dec_col,
+                                      on_invalid="flag")
+    invalid = [r for r, ok in zip(rows, positions.valid) if not ok]
+    if invalid:
+        raise UsageError(f"row(s) {', '.join(map(str, invalid))} have no valid position")
+    model = load_model(args.model or args.survey)
+    with _backend_from_args(args) as backend:
+        fetched = fetch_images(positions.ra, positions.dec, backend,
+                               cache=_cache_arg(args) or False, refresh=args.refresh,
+                               workers=args.workers, progress=False if args.quiet else None)
+    ok = fetched.status == "ok"
+    for k in np.flatnonzero(~ok):
+        print(f"row {rows[k]}: {fetched.status[k]} ({fetched.messages.get(int(k), 'no image')});"
+              " left out", file=sys.stderr)
+    if not ok.any():
+        raise UsageError("none of the requested rows has an image to explain")
+    images = fetched.images[ok]
+    prob = model.predict(images)
+    kept = [r for r, good in zip(rows, ok) if good]
+    captions = [f"row {r}\nRA {ra:.5f} Dec {dec:+.5f}\np = {p:.3f}"
+                for r, ra, dec, p in zip(kept, positions.ra[ok], positions.dec[ok], prob)]
+    save_gradcam_png(images, gradcam(model, images), out, captions=captions,
+                     title=f"Grad-CAM, {model.name}: {Path(args.input).name}")
+    print(f"wrote {out}: Grad-CAM maps of row(s) {', '.join(map(str, kept))}")
 
 
 def _real_set(path):
@@ -343,7 +530,8 @@ def _cmd_build_models(args):
     from .recipes import build_bundled_models
 
     recipe = {k: v for k, v in (("des_cutouts", args.des_cutouts), ("des_epochs", args.des_epochs),
-                                ("des_patience", args.des_patience)) if v is not None}
+                                ("des_patience", args.des_patience),
+                                ("des_time_budget_min", args.des_time_budget)) if v is not None}
     install = bundled_weights_path("des").parent if args.install else None
     cards = build_bundled_models(
         args.work_dir, real_sets={Path(p).stem: _real_set(p) for p in args.real},
@@ -402,7 +590,89 @@ def _cmd_baselines(args):
 def _cmd_bench(args):
     from .benchmark import run_benchmarks
 
-    run_benchmarks(rows=args.rows, latency=args.latency, workers=args.workers)
+    run_benchmarks(rows=args.rows, latency=args.latency, workers=args.workers,
+                   coords=args.coords, e2e_rows=args.e2e_rows, cache=args.cache,
+                   memory_rows=args.memory_rows, memory_scored=args.memory_scored)
+
+
+def _cmd_reproduce(args):
+    from .reproduce import run_reproduction
+
+    outcome = run_reproduction(
+        args.workdir, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+        subset=args.subset, seed=args.seed, base_url=args.base_url, data_url=args.data_url,
+        workers=args.workers, cache=args.cache or True, quiet=args.quiet, n_boot=args.bootstrap)
+    results = outcome["results"]
+    for key, item in results["evaluations"].items():
+        paper = results["paper"].get(key, {})
+        shown = []
+        for metric in ("accuracy", "roc_auc"):
+            m = item["metrics"][metric]
+            if m["value"] is None:
+                continue
+            text = f"{metric} {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+            if metric in paper:
+                text += f" (paper {paper[metric]:.3f})"
+            shown.append(text)
+        print(f"{item['title']}: " + ", ".join(shown) + f" (n = {item['n']})")
+    print(f"report: {outcome['report']}")
+
+
+def _cmd_inspect(args):
+    import numpy as np
+
+    from .catalog import extract_positions, read_catalog
+    from .inspection import inspection_rows, write_inspection_sheets
+    from .pipeline import fetch_images
+
+    table = read_catalog(args.input)
+    selected = inspection_rows(table, args.top, args.prob_col, args.compare_col, args.threshold)
+    rows = np.unique(np.concatenate([np.zeros(0, int), *selected.values()])).astype(int)
+    positions = extract_positions(table, ra_col=args.ra_col, dec_col=args.dec_col,
+                                  on_invalid="flag")
+    # Only the rows on the sheets are fetched; after classify they come from the cache.
+    with _backend_from_args(args) as backend:
+        fetched = fetch_images(positions.ra[rows], positions.dec[rows], backend,
+                               cache=_cache_arg(args) or False, refresh=args.refresh,
+                               workers=args.workers, progress=False if args.quiet else None,
+                               valid=positions.valid[rows])
+    images = {int(r): fetched.images[i] for i, r in enumerate(rows)}
+    written = write_inspection_sheets(table, images, args.output_dir, n=args.top,
+                                      second_prob_col=args.compare_col, survey=args.survey,
+                                      prob_col=args.prob_col, threshold=args.threshold,
+                                      ra_col=args.ra_col, dec_col=args.dec_col)
+    missing = int(np.sum(fetched.status != "ok"))
+    if missing:
+        print(f"warning: {missing} cutouts could not be fetched and are shown blank",
+              file=sys.stderr)
+    for kind, paths in written.items():
+        print(f"{kind}: {len(selected[kind])} rows -> {paths['png']}, {paths['html']}")
+
+
+def _cmd_inject(args):
+    from .injection import injection_recovery, parse_grid, plot_completeness
+
+    mu0 = parse_grid(args.mu0, "--mu0")
+    r_e = parse_grid(args.re, "--re")
+    background = args.background
+    if args.image:
+        source = argparse.Namespace(survey=args.survey, backend="local", base_url=None,
+                                    image_format=None, image=args.image)
+        background = _backend_from_args(source)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        table = injection_recovery(args.model, mu0, r_e, n_per_cell=args.per_cell,
+                                   background=background, survey=args.survey, seed=args.seed,
+                                   sersic_n=args.sersic_n, threshold=args.threshold,
+                                   psf_fwhm=args.psf_fwhm, zero_point=args.zero_point)
+    finally:
+        if not isinstance(background, str):
+            background.close()
+    table.write(out / "completeness.ecsv", overwrite=True)
+    plot_completeness(table, out / "completeness.png")
+    table.pprint(max_lines=-1, max_width=-1)
+    print(f"wrote {out / 'completeness.ecsv'} and {out / 'completeness.png'}")
 
 
 COMMANDS = {
@@ -418,6 +688,10 @@ COMMANDS = {
     "train": _cmd_train,
     "finetune": _cmd_train,
     "evaluate": _cmd_evaluate,
+    "explain": _cmd_explain,
+    "reproduce": _cmd_reproduce,
+    "inspect": _cmd_inspect,
+    "inject": _cmd_inject,
 }
 
 

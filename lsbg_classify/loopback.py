@@ -25,13 +25,15 @@ import functools
 import io
 import json
 import math
+import mimetypes
 import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import numpy as np
 
@@ -40,6 +42,7 @@ __all__ = [
     "RequestInfo",
     "LoopbackViewer",
     "LoopbackHips2fits",
+    "LoopbackFileHost",
     "VIEWER_LAYERS",
     "DEFAULT_MAX_DEC",
 ]
@@ -822,3 +825,74 @@ class LoopbackHips2fits(_LoopbackServer):
         header["HIPS"] = hips
         header.update(header_extra)
         return _Reply(200, _fits_bytes(image, header), "application/fits")
+
+
+class LoopbackFileHost(_LoopbackServer):
+    """A loopback static file server (e.g. a stand-in for a GitHub raw host).
+
+    Serves ``{url}/<name>`` for every file it holds, where ``url`` is
+    ``http://127.0.0.1:PORT`` followed by ``prefix``.  Files come from a
+    mapping ``name -> bytes`` and/or the plain files directly inside a
+    directory (the mapping wins); sub-folders and ``..`` are never served.
+    Unknown names get HTTP 404.
+
+    Parameters
+    ----------
+    files : dict of str to bytes, optional
+        File contents by name.
+    directory : path-like, optional
+        Serve the files of this directory too (read at each request).
+    prefix : str
+        URL path under which the files live (default ``/files``).
+    latency, faults, host, port
+        As for :class:`LoopbackViewer`: seconds added to every request,
+        scripted misbehaviour (:class:`Fault`; ``"truncate"`` and
+        ``"reset"`` damage the file sent), where to listen.
+
+    Attributes
+    ----------
+    counts : collections.Counter
+        Requests per file name.
+    total_requests : int
+    log : list of RequestInfo
+    """
+
+    def __init__(self, files=None, directory=None, *, prefix="/files", latency=0.0, faults=None,
+                 host="127.0.0.1", port=0):
+        self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.directory = None if directory is None else Path(directory)
+        self._files = {str(k): bytes(v) for k, v in (files or {}).items()}
+        super().__init__(latency=latency, faults=faults, host=host, port=port)
+
+    def set_file(self, name, content):
+        """Serve ``content`` (bytes) as ``name`` from now on (replacing any)."""
+        with self._lock:
+            self._files[str(name)] = bytes(content)
+
+    def remove_file(self, name):
+        """Stop serving ``name`` from the mapping (404 unless in ``directory``)."""
+        with self._lock:
+            self._files.pop(str(name), None)
+
+    def file_url(self, name):
+        """Full URL of one file."""
+        return f"{self.url}/{quote(name)}"
+
+    def _content(self, name):
+        with self._lock:
+            if name in self._files:
+                return self._files[name]
+        if self.directory is None or not name or name in (".", "..") or name != Path(name).name:
+            return None
+        path = self.directory / name
+        return path.read_bytes() if path.is_file() else None
+
+    def _route(self, path, endpoint, params, fault):
+        if not path.startswith(self.prefix + "/"):
+            raise _BadRequest(f"no such page: {path}", status=404)
+        name = unquote(path[len(self.prefix) + 1:])
+        body = self._content(name)
+        if body is None:
+            raise _BadRequest(f"no such file: {name}", status=404)
+        ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return _Reply(200, body, ctype)

@@ -28,6 +28,7 @@ RECIPE = {
     "des_cutouts": 40_000,  # the paper: 30,000 / 5,000 / 5,000
     "des_epochs": TRAIN_DEFAULTS["epochs"],
     "des_patience": 8,
+    "des_time_budget_min": None,  # CPU runs: stop before an epoch that would overrun it
     "hsc_finetune": 320,  # the paper
     "hsc_validation": 160,
     "hsc_test": 960,  # the paper
@@ -154,7 +155,8 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
     des_dir = work / "des"
     if not (des_dir / "training.json").exists():
         train(X[tr], y[tr], X[va], y[va], des_dir, epochs=r["des_epochs"],
-              patience=r["des_patience"], seed=seed, verbose=verbose)
+              patience=r["des_patience"], seed=seed, verbose=verbose,
+              time_budget=60 * r["des_time_budget_min"] if r["des_time_budget_min"] else None)
     des_record = json.loads((des_dir / "training.json").read_text())
     plot_history(des_record["history"], des_dir / "history.png")
     des_sim_weights = des_dir / "best.weights.h5"

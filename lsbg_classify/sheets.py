@@ -5,6 +5,8 @@ import numpy as np
 __all__ = ["contact_sheet"]
 
 SHEET_COLUMNS = 8
+# Height of one caption line at the captions' 7 pt font, inches.
+CAPTION_LINE_INCHES = 0.14
 
 
 def contact_sheet(images, path, captions=None, labels=None, columns=SHEET_COLUMNS, title=None):
@@ -33,7 +35,10 @@ def contact_sheet(images, path, captions=None, labels=None, columns=SHEET_COLUMN
     images = np.asarray(images)
     n = len(images)
     rows = max(1, int(np.ceil(n / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.55 * rows + 0.4), squeeze=False)
+    # Captions of several lines ("\n") get room for their extra lines.
+    extra_lines = max((str(c).count("\n") for c in captions or ()), default=0)
+    height = 1.55 * rows + 0.4 + CAPTION_LINE_INCHES * extra_lines * rows
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, height), squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         ax.set_xticks([])
         ax.set_yticks([])

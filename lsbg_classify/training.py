@@ -85,9 +85,33 @@ def _augmenting_dataset(X, y, batch_size, seed, augment):
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def _time_budget_callback(seconds):
+    keras = import_keras()
+
+    class TimeBudget(keras.callbacks.Callback):
+        """Stop before an epoch that would end past the budget."""
+
+        def __init__(self, seconds):
+            super().__init__()
+            self.seconds = float(seconds)
+            self.stopped = False
+
+        def on_train_begin(self, logs=None):
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            elapsed = time.time() - self.started
+            if elapsed + elapsed / (epoch + 1) > self.seconds:
+                self.stopped = True
+                self.model.stop_training = True
+
+    return TimeBudget(seconds)
+
+
 def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["epochs"],
           batch_size=TRAIN_DEFAULTS["batch_size"], learning_rate=TRAIN_DEFAULTS["learning_rate"],
-          initial_weights=None, augment=True, patience=None, seed=0, verbose=2, notes=None):
+          initial_weights=None, augment=True, patience=None, time_budget=None, seed=0,
+          verbose=2, notes=None):
     """Train (or fine-tune) DeepShadows and keep the best epoch.
 
     Parameters
@@ -108,6 +132,10 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
     patience : int, optional
         Stop after this many epochs without validation-loss improvement
         (the paper ran all epochs; on a CPU this saves hours).
+    time_budget : float, optional
+        Seconds of training allowed: no epoch is started that would, at
+        the pace of the epochs so far, end after it.  The record says
+        whether the budget stopped the run.
     seed : int
         Seeds Keras, TensorFlow and the shuffling.
 
@@ -133,6 +161,9 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
             best, monitor=monitor, save_best_only=True, save_weights_only=True))
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience))
+    budget = _time_budget_callback(time_budget) if time_budget else None
+    if budget is not None:
+        callbacks.append(budget)
     val = (np.asarray(X_val, np.float32) / 255.0, np.asarray(y_val, np.float32)) if has_val else None
     started = time.time()
     history = network.fit(
@@ -157,6 +188,8 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
         "optimizer": "Adadelta",
         "augment": augment,
         "patience": patience,
+        "time_budget_s": time_budget,
+        "stopped_by_time_budget": bool(budget is not None and budget.stopped),
         "seed": seed,
         "n_train": int(len(X_train)),
         "n_val": int(len(X_val)) if has_val else 0,
