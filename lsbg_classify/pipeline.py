@@ -18,21 +18,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from astropy.table import Table
+from astropy.table import MaskedColumn, Table
 from astropy.utils.exceptions import AstropyUserWarning
 from tqdm.auto import tqdm
 
 from . import status
 from .cache import CutoutCache
-from .catalog import add_result_columns, extract_positions, find_position_columns
+from .catalog import (CatalogError, add_result_columns, extract_positions,
+                      find_position_columns)
 from .model import load_model
 from .preprocess import MODEL_IMAGE_SIZE, prepare_payload
 from .surveys import get_backend
+from .uncertainty import MC_SEED, apply_temperature, check_temperature, mc_dropout_predict
 from .version import __version__
 
 __all__ = ["classify_catalog", "classify_partition", "fetch_images", "score_positions",
            "score_in_chunks",
-           "FetchedImages", "CheckpointMismatchError", "DEFAULT_THRESHOLD"]
+           "FetchedImages", "CheckpointMismatchError", "DEFAULT_THRESHOLD", "MC_STD_COLUMN"]
 
 DEFAULT_THRESHOLD = 0.5
 # Concurrent requests to a public service: enough to hide latency, few
@@ -42,6 +44,8 @@ DEFAULT_BATCH_SIZE = 256
 # Rows per checkpointed chunk: a few minutes of fetching from a public
 # service, so an interruption loses little.
 DEFAULT_CHUNK_SIZE = 2000
+#: Column of the Monte-Carlo dropout spread, added when ``mc_samples > 0``.
+MC_STD_COLUMN = "lsbg_prob_std"
 
 
 @dataclass
@@ -156,26 +160,35 @@ def fetch_images(ra, dec, backend, cache=True, refresh=False, workers=DEFAULT_WO
 
 
 def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=DEFAULT_WORKERS,
-                    batch_size=DEFAULT_BATCH_SIZE, progress=None, valid=None):
+                    batch_size=DEFAULT_BATCH_SIZE, progress=None, valid=None, mc_samples=0,
+                    temperature=1.0):
     """LSBG probabilities for positions, scoring batches while fetching goes on.
 
     Parameters are those of :func:`fetch_images`, plus ``model`` (an
-    :class:`~lsbg_classify.model.LSBGModel`) and ``batch_size`` (images per
-    model call).
+    :class:`~lsbg_classify.model.LSBGModel`), ``batch_size`` (images per
+    model call), ``mc_samples`` (Monte-Carlo dropout passes per image, 0 for
+    none; see :func:`~lsbg_classify.uncertainty.mc_dropout_predict`) and
+    ``temperature`` (applied to every probability, see
+    :func:`~lsbg_classify.uncertainty.apply_temperature`).
 
     Returns
     -------
     prob : numpy.ndarray, shape (n,), float32
-        NaN where the row has no usable image.
+        Deterministic prediction; NaN where the row has no usable image.
     row_status : numpy.ndarray of str, shape (n,)
     messages : dict
         Row index → reason for rows that are not ``ok``.
+    std : numpy.ndarray, shape (n,), float32
+        Only when ``mc_samples > 0``: the Monte-Carlo dropout spread of the
+        probability (seed :data:`~lsbg_classify.uncertainty.MC_SEED`); NaN
+        where there is no image.
     """
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
     n = len(ra)
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
     prob = np.full(n, np.nan, np.float32)
+    std = np.full(n, np.nan, np.float32)
     row_status = np.full(n, status.INVALID_POSITION, dtype=f"U{status.STATUS_WIDTH}")
     messages = {}
     pending_rows, pending_images = [], []
@@ -185,7 +198,12 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
 
     def flush():
         if pending_rows:
-            prob[pending_rows] = model.predict(np.stack(pending_images), batch_size=batch_size)
+            images = np.stack(pending_images)
+            prob[pending_rows] = apply_temperature(model.predict(images, batch_size=batch_size),
+                                                   temperature)
+            if mc_samples:
+                std[pending_rows] = mc_dropout_predict(model, images, mc_samples, batch_size,
+                                                       seed=MC_SEED, temperature=temperature)[1]
             score_bar.update(len(pending_rows))
             pending_rows.clear()
             pending_images.clear()
@@ -205,7 +223,7 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
         flush()
     finally:
         score_bar.close()
-    return prob, row_status, messages
+    return (prob, row_status, messages, std) if mc_samples else (prob, row_status, messages)
 
 
 def _fingerprint(ra, dec, valid, model, source):
@@ -222,21 +240,23 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint directory holds results of a different run."""
 
 
-def _save_chunk(path, prob, row_status):
+def _save_chunk(path, prob, row_status, std=None):
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, prob=prob, status=row_status)
+    np.savez(tmp, prob=prob, status=row_status, **({} if std is None else {"std": std}))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def _load_chunk(path, length):
+def _load_chunk(path, length, with_std=False):
+    """(prob, status[, std]) of a finished chunk; None if absent, damaged or lacking std."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            prob, row_status = data["prob"], data["status"]
+            arrays = [data[name] for name in (("prob", "status", "std") if with_std
+                                              else ("prob", "status"))]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
-    return (prob, row_status) if len(prob) == len(row_status) == length else None
+    return tuple(arrays) if all(len(a) == length for a in arrays) else None
 
 
 def score_in_chunks(ra, dec, backend, model, checkpoint_dir, chunk_size=DEFAULT_CHUNK_SIZE,
@@ -255,12 +275,16 @@ def score_in_chunks(ra, dec, backend, model, checkpoint_dir, chunk_size=DEFAULT_
     chunk_size : int
         Rows per chunk.  Memory use depends on it, not on the catalog size.
     **options
-        Passed to :func:`score_positions`.
+        Passed to :func:`score_positions`.  A non-default ``mc_samples`` or
+        ``temperature`` is part of what a checkpoint must match, and each
+        chunk then also keeps its Monte-Carlo spread.
 
     Returns
     -------
     prob, row_status : numpy.ndarray
         As :func:`score_positions`.
+    std : numpy.ndarray
+        Only when ``mc_samples > 0``, as :func:`score_positions`.
     """
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
@@ -271,32 +295,46 @@ def score_in_chunks(ra, dec, backend, model, checkpoint_dir, chunk_size=DEFAULT_
     manifest = folder / "manifest.json"
     identity = {"fingerprint": _fingerprint(ra, dec, valid, model, backend),
                 "rows": len(ra), "chunk_size": int(chunk_size)}
+    mc_samples = int(options.get("mc_samples", 0))
+    temperature = float(options.get("temperature", 1.0))
+    # Only non-default scoring options join the identity, so a plain run still
+    # matches the checkpoints of versions that had no such options.
+    if mc_samples:
+        identity["mc_samples"] = mc_samples
+    if temperature != 1.0:
+        identity["temperature"] = temperature
     if manifest.exists():
         if json.loads(manifest.read_text()) != identity:
             raise CheckpointMismatchError(
-                f"checkpoint {folder} belongs to a run with other positions, model, backend or "
-                "chunk size; remove it to start afresh")
+                f"checkpoint {folder} belongs to a run with other positions, model, backend, "
+                "chunk size, Monte-Carlo dropout samples or temperature; remove it to start "
+                "afresh")
     else:
         manifest.write_text(json.dumps(identity))
     prob = np.full(len(ra), np.nan, np.float32)
+    std = np.full(len(ra), np.nan, np.float32)
     row_status = np.full(len(ra), status.INVALID_POSITION, dtype=f"U{status.STATUS_WIDTH}")
     for start in range(0, len(ra), chunk_size):
         rows = slice(start, min(start + chunk_size, len(ra)))
         path = folder / f"chunk-{start:012d}.npz"
-        done = _load_chunk(path, rows.stop - start) if path.exists() else None
+        done = _load_chunk(path, rows.stop - start, bool(mc_samples)) if path.exists() else None
         if done is None:
-            done = score_positions(ra[rows], dec[rows], backend, model, valid=valid[rows],
-                                   **options)[:2]
+            result = score_positions(ra[rows], dec[rows], backend, model, valid=valid[rows],
+                                     **options)
+            done = result[:2] + result[3:]  # leave out the messages
             _save_chunk(path, *done)
-        prob[rows], row_status[rows] = done
-    return prob, row_status
+        prob[rows], row_status[rows] = done[:2]
+        if mc_samples:
+            std[rows] = done[2]
+    return (prob, row_status, std) if mc_samples else (prob, row_status)
 
 
 def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
                      threshold=DEFAULT_THRESHOLD, ra_col=None, dec_col=None, on_invalid="raise",
                      cache=True, refresh=False, workers=DEFAULT_WORKERS,
                      batch_size=DEFAULT_BATCH_SIZE, progress=None, backend_options=None,
-                     checkpoint_dir=None, chunk_size=DEFAULT_CHUNK_SIZE):
+                     checkpoint_dir=None, chunk_size=DEFAULT_CHUNK_SIZE, mc_samples=0,
+                     temperature=None):
     """Score every candidate of a catalog with DeepShadows.
 
     Parameters
@@ -340,36 +378,59 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         after an interruption resumes (see :func:`score_in_chunks`).
     chunk_size : int
         Rows per checkpointed chunk.
+    mc_samples : int
+        When positive, also score every image this many times with dropout
+        active (Monte-Carlo dropout, see
+        :func:`~lsbg_classify.uncertainty.mc_dropout_predict`; it costs
+        ``mc_samples`` extra model passes) and add their standard deviation
+        as ``lsbg_prob_std``.  ``lsbg_prob`` stays the deterministic
+        prediction.  0 (default) or at least 2.
+    temperature : float, optional
+        Divide the logit of every probability (and of every Monte-Carlo
+        sample) by this ``T > 0`` before thresholding, a calibration fitted
+        with :func:`lsbg_classify.reliability.fit_temperature`; recorded in
+        the provenance.  Default: no scaling.
 
     Returns
     -------
     `~astropy.table.Table`
         A copy of ``table`` with ``lsbg_prob`` (float32 in [0, 1], masked
         where no image), ``lsbg_class`` and ``lsbg_status`` added, and
-        provenance under ``meta["LSBG_CLASSIFY"]``.
+        provenance under ``meta["LSBG_CLASSIFY"]``; with ``mc_samples``,
+        also ``lsbg_prob_std`` (float32, masked where no image) after
+        ``lsbg_prob``.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    mc_samples = int(mc_samples)
+    if mc_samples < 0 or mc_samples == 1:
+        raise ValueError(f"mc_samples must be 0 (off) or at least 2, got {mc_samples}")
+    scoring = dict(mc_samples=mc_samples,
+                   temperature=1.0 if temperature is None else check_temperature(temperature))
     if hasattr(table, "map_partitions"):
         return _classify_partitioned(
             table, survey=survey, backend=backend, model=model, threshold=threshold,
             ra_col=ra_col, dec_col=dec_col, cache=cache, refresh=refresh, workers=workers,
-            batch_size=batch_size, backend_options=backend_options)
+            batch_size=batch_size, backend_options=backend_options, **scoring)
+    if mc_samples and MC_STD_COLUMN in table.colnames:
+        raise CatalogError(f"the catalog already has a column {MC_STD_COLUMN}; remove or rename "
+                           "it to add the Monte-Carlo dropout spread")
     positions = extract_positions(table, ra_col=ra_col, dec_col=dec_col, on_invalid=on_invalid)
     classifier = load_model(survey if model is None else model)
     source = get_backend(backend, survey=survey, **(backend_options or {}))
     options = dict(cache=cache, refresh=refresh, workers=workers, batch_size=batch_size,
-                   progress=progress, valid=positions.valid)
+                   progress=progress, valid=positions.valid, **scoring)
     try:
         if checkpoint_dir is None:
-            prob, row_status, _ = score_positions(positions.ra, positions.dec, source, classifier,
-                                                  **options)
+            result = score_positions(positions.ra, positions.dec, source, classifier, **options)
+            result = result[:2] + result[3:]  # leave out the messages
         else:
-            prob, row_status = score_in_chunks(positions.ra, positions.dec, source, classifier,
-                                               checkpoint_dir, chunk_size, **options)
+            result = score_in_chunks(positions.ra, positions.dec, source, classifier,
+                                     checkpoint_dir, chunk_size, **options)
     finally:
         if source is not backend:  # built here from a name: ours to close
             source.close()
+    prob, row_status = result[:2]
     scored = np.isfinite(prob)
     lsbg_class = np.where(scored & (prob >= threshold), 1, 0).astype(np.int8)
     meta = {
@@ -379,7 +440,24 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         "threshold": float(threshold),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    return add_result_columns(table, prob, lsbg_class, row_status, meta=meta)
+    if temperature is not None:
+        meta["temperature"] = float(temperature)
+    if mc_samples:
+        meta.update(mc_dropout_samples=mc_samples, mc_dropout_seed=MC_SEED)
+    out = add_result_columns(table, prob, lsbg_class, row_status, meta=meta)
+    return _with_std_column(out, result[2]) if mc_samples else out
+
+
+def _with_std_column(scored, std):
+    """``scored`` with the Monte-Carlo dropout spread inserted after ``lsbg_prob``."""
+    no_score = ~np.isfinite(std)
+    column = MaskedColumn(
+        np.where(no_score, np.nan, std).astype(np.float32), name=MC_STD_COLUMN, mask=no_score,
+        fill_value=np.nan,
+        description="Monte-Carlo dropout standard deviation of the LSBG probability (not a "
+                    "calibrated error bar); masked (NaN) where not scored")
+    scored.add_column(column, index=scored.colnames.index("lsbg_prob") + 1)
+    return scored
 
 
 # -- partitioned catalogs (Dask DataFrames, LSDB catalogs) --------------------
@@ -387,6 +465,8 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
 # Types of the added columns in pandas partitions: nullable integer so rows
 # without a score hold <NA> rather than a fake class.
 PARTITION_DTYPES = {"lsbg_prob": "float32", "lsbg_class": "Int8", "lsbg_status": "string"}
+# Type of the Monte-Carlo dropout spread column, present when mc_samples > 0.
+PARTITION_STD_DTYPE = "float32"
 
 
 @functools.lru_cache(maxsize=4)
@@ -404,7 +484,7 @@ def _worker_backend(backend, survey, options):
 def classify_partition(frame, survey="des", backend="legacysurvey", model=None,
                        threshold=DEFAULT_THRESHOLD, ra_col=None, dec_col=None, cache=True,
                        refresh=False, workers=DEFAULT_WORKERS, batch_size=DEFAULT_BATCH_SIZE,
-                       backend_options=None):
+                       backend_options=None, mc_samples=0, temperature=None):
     """Score one partition of a large catalog.
 
     This is what every Dask task runs; it works on a plain
@@ -425,7 +505,8 @@ def classify_partition(frame, survey="des", backend="legacysurvey", model=None,
     -------
     pandas.DataFrame
         A copy of ``frame`` with ``lsbg_prob``, ``lsbg_class`` and
-        ``lsbg_status`` added (types :data:`PARTITION_DTYPES`).
+        ``lsbg_status`` added (types :data:`PARTITION_DTYPES`), and
+        ``lsbg_prob_std`` (float32) after them when ``mc_samples > 0``.
     """
     out = frame.copy()
     n = len(frame)
@@ -437,17 +518,24 @@ def classify_partition(frame, survey="des", backend="legacysurvey", model=None,
             positions = extract_positions(columns, ra_name, dec_name, on_invalid="flag")
         source = _worker_backend(backend, survey, tuple(sorted((backend_options or {}).items())))
         classifier = _worker_model(str(survey if model is None else model))
-        prob, row_status, _ = score_positions(
+        result = score_positions(
             positions.ra, positions.dec, source, classifier, cache=cache, refresh=refresh,
-            workers=workers, batch_size=batch_size, progress=False, valid=positions.valid)
+            workers=workers, batch_size=batch_size, progress=False, valid=positions.valid,
+            mc_samples=mc_samples, temperature=1.0 if temperature is None else temperature)
+        prob, row_status = result[:2]
+        std = result[3] if mc_samples else None
     else:
         prob, row_status = np.empty(0, np.float32), np.empty(0, str)
+        std = np.empty(0, np.float32)
     scored = np.isfinite(prob)
     out["lsbg_prob"] = prob
     out["lsbg_class"] = pd.array(np.where(prob >= threshold, 1, 0), dtype="Int8")
     out.loc[~scored, "lsbg_class"] = pd.NA
     out["lsbg_status"] = pd.array(row_status, dtype="string")
-    return out.astype(PARTITION_DTYPES)
+    if not mc_samples:
+        return out.astype(PARTITION_DTYPES)
+    out[MC_STD_COLUMN] = std
+    return out.astype({**PARTITION_DTYPES, MC_STD_COLUMN: PARTITION_STD_DTYPE})
 
 
 def _classify_partitioned(frame, model=None, **options):
