@@ -1,4 +1,5 @@
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -81,3 +82,66 @@ def test_bundled_weights_are_trained_and_documented(name):
     assert card["weights_sha256"] == model.weights_sha256
     assert card["training_data"]
     json.dumps(card)
+
+
+@pytest.fixture(scope="module")
+def des_model():
+    return load_model("des")
+
+
+def test_compiled_path_gives_the_eager_probabilities(des_model):
+    images = np.random.default_rng(3).uniform(0, 1, (13, 64, 64, 3)).astype(np.float32)
+    eager = des_model.predict(images, batch_size=5, compiled=False)
+    assert np.ptp(eager) > 1e-3  # distinct probabilities, so agreement means something
+    # 13 images in batches of 5: the last batch is partial.
+    compiled = des_model.predict(images, batch_size=5)
+    assert compiled.dtype == np.float32 and compiled.shape == (13,)
+    assert np.max(np.abs(compiled - eager)) <= 1e-5
+    single = des_model.predict(images[:1])
+    assert single.shape == (1,) and abs(single[0] - eager[0]) <= 1e-5
+    uint8 = np.round(images * 255).astype(np.uint8)
+    uint8_eager = des_model.predict(uint8, compiled=False)
+    assert np.max(np.abs(des_model.predict(uint8) - uint8_eager)) <= 1e-5
+    assert des_model.predict(images[:0]).shape == (0,)
+    # One graph serves every batch size: traced once, not once per shape.
+    assert des_model.compiled_forward().experimental_get_tracing_count() == 1
+
+
+def test_compiled_path_is_built_once_across_threads(network):
+    model = LSBGModel(network, "x")
+    images = np.random.default_rng(4).uniform(0, 1, (8, 64, 64, 3)).astype(np.float32)
+    expected = model.predict(images, compiled=False)
+    results = [None] * 4
+
+    def score(i):
+        results[i] = model.predict(images[i:], batch_size=3)
+
+    threads = [threading.Thread(target=score, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, probs in enumerate(results):
+        assert np.max(np.abs(probs - expected[i:])) <= 1e-5
+    assert model.compiled_forward().experimental_get_tracing_count() == 1
+
+
+def test_compiled_path_checks_inputs_like_the_eager_one(network):
+    model = LSBGModel(network, "x")
+    for compiled in (True, False):
+        with pytest.raises(ValueError, match=r"expected images of shape \(n, 64, 64, 3\)"):
+            model.predict(np.zeros((64, 64, 3), np.float32), compiled=compiled)
+        with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+            model.predict(np.zeros((1, 64, 64, 3), np.float32), batch_size=0, compiled=compiled)
+
+
+def test_a_network_that_is_not_keras_runs_as_it_is():
+    class Halves:
+        input_shape = (None, 64, 64, 3)
+
+        def __call__(self, images, training=False):
+            return np.full((len(images), 1), 0.5, np.float32)
+
+    model = LSBGModel(Halves(), "stand-in")
+    assert model.compiled_forward() == model.eager_forward
+    assert np.array_equal(model.predict(np.zeros((3, 64, 64, 3), np.float32)), [0.5, 0.5, 0.5])
