@@ -65,7 +65,9 @@ def test_maps_of_deepshadows_have_the_input_shape_and_lie_in_0_1(untrained):
     # Each map is scaled to peak at 1, or all zero when nothing raises the score
     # (which happens for some random initialisations of the untrained weights).
     peaks = maps.max(axis=(1, 2))
-    assert maps.min() >= 0 and np.all(np.isclose(peaks, 1) | (peaks == 0)) and peaks.max() == 1
+    # Whether a map is non-zero is up to the random weights; where the maps
+    # point is tested with a constructed model below.
+    assert maps.min() >= 0 and np.all(np.isclose(peaks, 1) | (peaks == 0))
     assert last_conv_layer(untrained.network).output.shape[1:3] == (16, 16)
     assert np.allclose(gradcam(untrained, images.astype(np.float32) / 255), maps, atol=1e-5)
 
