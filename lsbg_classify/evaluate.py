@@ -10,7 +10,7 @@ import numpy as np
 from astropy.table import Table
 from sklearn import metrics as skm
 
-from .sheets import contact_sheet
+from .sheets import contact_sheet, pyplot
 
 __all__ = ["binary_metrics", "bootstrap_intervals", "metrics_table", "plot_confusion",
            "plot_roc", "plot_history", "evaluate_model"]
@@ -125,18 +125,9 @@ def metrics_table(y_true, prob, threshold=0.5, n_boot=N_BOOTSTRAP, seed=0):
     return table
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_confusion(counts, path, title="Confusion matrix"):
     """Save a 2×2 confusion-matrix figure; ``counts`` has tn, fp, fn, tp."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
     fig, ax = plt.subplots(figsize=(4, 3.6))
     ax.imshow(matrix, cmap="Blues")
@@ -155,7 +146,7 @@ def plot_confusion(counts, path, title="Confusion matrix"):
 
 def plot_roc(curves, path, title="ROC"):
     """Save ROC curves; ``curves`` maps a label to (y_true, prob)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 4))
     for label, (y_true, prob) in curves.items():
         fpr, tpr, _ = skm.roc_curve(y_true, prob)
@@ -172,7 +163,7 @@ def plot_roc(curves, path, title="ROC"):
 
 def plot_history(history, path):
     """Save accuracy and loss curves from a Keras history dict."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for ax, key in zip(axes, ("accuracy", "loss")):
         ax.plot(history[key], label="train")

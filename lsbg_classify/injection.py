@@ -60,6 +60,7 @@ from . import status
 from .model import load_model
 from .pipeline import DEFAULT_THRESHOLD, fetch_images
 from .preprocess import prepare_payload
+from .sheets import pyplot
 from .simulation import bands_to_jpeg, render_background, sersic_band_magnitudes
 from .surveys import JPEG, Payload, get_survey
 from .surveys.local import NANOMAGGY_ZERO_POINT, LocalFitsBackend
@@ -686,11 +687,7 @@ def plot_completeness(table, path):
     path : path-like
         PNG file to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     mu_all = np.asarray(table["mu0"], dtype=np.float64)
     re_all = np.asarray(table["r_e"], dtype=np.float64)
     mu, re = np.unique(mu_all), np.unique(re_all)

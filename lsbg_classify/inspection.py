@@ -20,7 +20,6 @@ page embeds every cutout as a base64 PNG, so it can be mailed or archived
 on its own; its links open the position in the Legacy Surveys viewer.
 """
 
-import base64
 import html
 import io
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 from . import status
 from .catalog import CatalogError, extract_positions
 from .pipeline import DEFAULT_THRESHOLD
-from .sheets import contact_sheet
+from .sheets import contact_sheet, png_data_uri
 
 __all__ = ["SHEET_KINDS", "DEFAULT_ROWS", "select_rows", "inspection_rows",
            "write_inspection_sheets"]
@@ -179,7 +178,7 @@ def _png_data_uri(image):
 
     buf = io.BytesIO()
     Image.fromarray(_as_uint8(image)).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return png_data_uri(buf.getvalue())
 
 
 def _fmt(value, digits):

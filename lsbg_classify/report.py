@@ -9,7 +9,6 @@ PNG files beside the report.  Every metric is shown with its bootstrap 95%
 interval next to the number the paper published.
 """
 
-import base64
 import html
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluate import plot_confusion, plot_roc
+from .sheets import png_data_uri, pyplot
 
 __all__ = ["PAPER_REFERENCE", "PAPER_RESULTS", "REPORT_METRICS", "plot_training_curves",
            "write_report"]
@@ -55,15 +55,6 @@ def _e(value):
     return html.escape(str(value), quote=True)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_training_curves(history, path, title):
     """Accuracy and loss per epoch, training and (when present) validation.
 
@@ -76,7 +67,7 @@ def plot_training_curves(history, path, title):
         PNG file to write.
     title : str
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for ax, key in zip(axes, ("accuracy", "loss")):
         for name, label in ((key, "training"), (f"val_{key}", "validation")):
@@ -123,10 +114,6 @@ def _figures(results, folder, stem):
 def _short(title):
     # "DES test: SVM" -> "SVM" in legends and small figure titles.
     return str(title).split(": ", 1)[-1]
-
-
-def _data_uri(path):
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def _cell(entry, published):
@@ -189,7 +176,7 @@ def _figures_html(figures):
         if name != section:
             parts.append(f"<h2>{_e(name)}</h2>")
             section = name
-        parts.append(f'<figure><img src="{_data_uri(path)}" alt="{_e(caption)}">'
+        parts.append(f'<figure><img src="{png_data_uri(Path(path).read_bytes())}" alt="{_e(caption)}">'
                      f"<figcaption>{_e(caption)} ({_e(Path(path).name)})</figcaption></figure>")
     return "\n".join(parts)
 

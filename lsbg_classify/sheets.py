@@ -1,12 +1,33 @@
-"""Contact sheets: cutouts in a grid with their probabilities, as PNG."""
+"""Contact sheets: cutouts in a grid with their probabilities, as PNG.
+
+Also the two figure helpers every plotting module shares: a headless
+pyplot and PNG bytes as a data URI for self-contained HTML pages.
+"""
+
+import base64
 
 import numpy as np
 
-__all__ = ["contact_sheet"]
+__all__ = ["contact_sheet", "png_data_uri", "pyplot"]
 
 SHEET_COLUMNS = 8
 # Height of one caption line at the captions' 7 pt font, inches.
 CAPTION_LINE_INCHES = 0.14
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_data_uri(png_bytes):
+    """A ``data:image/png;base64,...`` URI embedding PNG bytes in an HTML page."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
 
 
 def contact_sheet(images, path, captions=None, labels=None, columns=SHEET_COLUMNS, title=None):
@@ -27,11 +48,7 @@ def contact_sheet(images, path, captions=None, labels=None, columns=SHEET_COLUMN
     title : str, optional
         Figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     images = np.asarray(images)
     n = len(images)
     rows = max(1, int(np.ceil(n / columns)))
