@@ -91,12 +91,14 @@ def _iter_outcomes(backend, ra, dec, rows, cache, refresh, workers):
             missing.append(row)
         else:
             yield row, hit
-    fetched = backend.fetch(ra[missing], dec[missing], workers=workers)
-    for i, outcome in fetched:
+    def store(i, outcome):
         row = missing[i]
-        if cache is not None:
-            cache.put(backend.cache_key(ra[row], dec[row]), outcome)
-        yield row, outcome
+        cache.put(backend.cache_key(ra[row], dec[row]), outcome)
+
+    fetched = backend.fetch(ra[missing], dec[missing], workers=workers,
+                            on_fetched=None if cache is None else store)
+    for i, outcome in fetched:
+        yield missing[i], outcome
 
 
 def _iter_images(backend, ra, dec, rows, cache, refresh, workers, progress):

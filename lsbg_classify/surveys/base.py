@@ -287,7 +287,7 @@ class SurveyBackend(ABC):
             log.warning("backend %r failed at ra=%s dec=%s", self.name, ra, dec, exc_info=True)
             return FetchOutcome(status.FETCH_FAILED, message=f"{type(exc).__name__}: {exc}")
 
-    def fetch(self, ra, dec, workers=4):
+    def fetch(self, ra, dec, workers=4, on_fetched=None):
         """Fetch many positions, ``workers`` at a time.
 
         Parameters
@@ -296,6 +296,11 @@ class SurveyBackend(ABC):
             Positions in degrees.
         workers : int
             Concurrent requests.  Ignored by local backends.
+        on_fetched : callable, optional
+            ``on_fetched(index, outcome)``, called in the fetching thread as
+            soon as an outcome is known, before it waits to be yielded: the
+            pipeline caches cutouts there, so a run killed while finished
+            downloads queue up behind a slow consumer loses none of them.
 
         Yields
         ------
@@ -304,13 +309,19 @@ class SurveyBackend(ABC):
         outcome : FetchOutcome
             In completion order, not input order.
         """
+        def fetch_index(i, r, d):
+            outcome = self.fetch_one(r, d)
+            if on_fetched is not None:
+                on_fetched(i, outcome)
+            return outcome
+
         if not self.remote or workers <= 1:
             for i, (r, d) in enumerate(zip(ra, dec)):
-                yield i, self.fetch_one(r, d)
+                yield i, fetch_index(i, r, d)
             return
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
-                pool.submit(self.fetch_one, r, d): i for i, (r, d) in enumerate(zip(ra, dec))
+                pool.submit(fetch_index, i, r, d): i for i, (r, d) in enumerate(zip(ra, dec))
             }
             try:
                 for future in as_completed(futures):
