@@ -1,10 +1,11 @@
 """Turn cutout payloads into DeepShadows model inputs.
 
 The paper's images are the Legacy Surveys viewer's 256×256 JPEGs resized to
-64×64 and divided by 255.  FITS payloads (per-band fluxes) are mapped to the
-same kind of image with the viewer's asinh colour mapping and quantised to
-8 bits, so a model sees the same thing whichever service the pixels came
-from.
+64×64 with PIL (``Image.resize``: bicubic, anti-aliased for shrinking) and
+divided by 255.  Every payload goes through exactly that resize: JPEGs as
+decoded, FITS payloads (per-band fluxes) after the viewer's asinh colour
+mapping quantised to 8 bits, so a model sees the same thing whichever service
+the pixels came from, in training and in scoring alike.
 """
 
 import io
@@ -12,18 +13,22 @@ import io
 import numpy as np
 from astropy.io import fits
 from PIL import Image, UnidentifiedImageError
-from skimage.transform import resize
 
 from . import status
 from .colour import asinh_rgb
 
 __all__ = [
     "MODEL_IMAGE_SIZE",
+    "MAX_CUTOUT_PIXELS",
+    "RESIZE_FILTER",
     "BadImageError",
     "BlankImageError",
+    "decode_image_uint8",
     "jpeg_to_rgb",
     "fits_to_rgb",
+    "payload_to_uint8",
     "payload_to_rgb",
+    "resize_uint8",
     "to_model_input",
     "prepare_payload",
     "as_uint8",
@@ -39,6 +44,15 @@ BLANK_RANGE_LEVELS = 1
 # Smallest cutout we accept; anything smaller is a broken or wrong answer.
 MIN_CUTOUT_PIXELS = 32
 
+#: Most pixels a cutout may declare (width × height).  The viewer serves at
+#: most 512² (larger requests are clipped); 2048² leaves room for other
+#: services while a decompression bomb is refused before it is decoded.
+MAX_CUTOUT_PIXELS = 2048 * 2048
+
+#: Pillow's filter for the 256 -> 64 resize: the default of ``Image.resize``
+#: for RGB images, which the paper used.
+RESIZE_FILTER = Image.Resampling.BICUBIC
+
 
 class BadImageError(ValueError):
     """A payload could not be decoded into a usable cutout."""
@@ -46,6 +60,35 @@ class BadImageError(ValueError):
 
 class BlankImageError(ValueError):
     """A payload decoded to a blank image (position outside the footprint)."""
+
+
+def decode_image_uint8(data):
+    """Decode a JPEG (or PNG) cutout to 8-bit RGB, refusing bombs.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded image.
+
+    Returns
+    -------
+    rgb : numpy.ndarray, shape (ny, nx, 3), uint8
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > MAX_CUTOUT_PIXELS:
+                raise BadImageError(
+                    f"image declares {width}×{height} pixels, more than the "
+                    f"{MAX_CUTOUT_PIXELS} a cutout may have")
+            img.load()
+            rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    except BadImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
+        raise BadImageError(f"not a decodable image: {exc}") from exc
+    return rgb
 
 
 def jpeg_to_rgb(data):
@@ -61,13 +104,7 @@ def jpeg_to_rgb(data):
     rgb : numpy.ndarray, shape (ny, nx, 3), float32
         Pixel values in [0, 1].
     """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BadImageError(f"not a decodable image: {exc}") from exc
-    return rgb
+    return decode_image_uint8(data).astype(np.float32) / 255.0
 
 
 def fits_to_rgb(data, mapping):
@@ -104,40 +141,71 @@ def fits_to_rgb(data, mapping):
     return np.round(rgb * 255.0).astype(np.float32) / 255.0
 
 
-def payload_to_rgb(payload, mapping):
-    """Decode a :class:`~lsbg_classify.surveys.Payload` to RGB in [0, 1]."""
+def payload_to_uint8(payload, mapping):
+    """Decode a :class:`~lsbg_classify.surveys.Payload` to 8-bit RGB.
+
+    Raises
+    ------
+    BadImageError
+        Undecodable, too small or too large.
+    BlankImageError
+        Constant image (outside the survey footprint).
+    """
     if payload.format == "fits":
-        rgb = fits_to_rgb(payload.data, mapping)
+        rgb = np.round(fits_to_rgb(payload.data, mapping) * 255.0).astype(np.uint8)
     else:
-        rgb = jpeg_to_rgb(payload.data)
+        rgb = decode_image_uint8(payload.data)
     if min(rgb.shape[:2]) < MIN_CUTOUT_PIXELS:
         raise BadImageError(f"cutout of {rgb.shape[1]}×{rgb.shape[0]} pixels is too small")
-    if np.ptp(rgb) * 255.0 <= BLANK_RANGE_LEVELS:
+    if int(rgb.max()) - int(rgb.min()) <= BLANK_RANGE_LEVELS:
         raise BlankImageError("cutout is blank (constant)")
     return rgb
 
 
+def payload_to_rgb(payload, mapping):
+    """Decode a :class:`~lsbg_classify.surveys.Payload` to RGB in [0, 1]."""
+    return payload_to_uint8(payload, mapping).astype(np.float32) / 255.0
+
+
+def resize_uint8(rgb, size=MODEL_IMAGE_SIZE):
+    """The paper's resize of an 8-bit cutout: PIL bicubic, anti-aliased.
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray, shape (ny, nx, 3), uint8
+    size : int
+        Output side in pixels.
+
+    Returns
+    -------
+    image : numpy.ndarray, shape (size, size, 3), uint8
+    """
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.shape[:2] == (size, size):
+        return rgb
+    return np.asarray(Image.fromarray(rgb, "RGB").resize((size, size), RESIZE_FILTER))
+
+
 def to_model_input(rgb, size=MODEL_IMAGE_SIZE):
-    """Resample an RGB cutout to the model's input size.
+    """Resample an RGB cutout to the model's input, the paper's way.
 
     Parameters
     ----------
     rgb : array_like, shape (ny, nx, 3)
-        Image in [0, 1].
+        Image in [0, 1] (quantised to 8 bits first, as a JPEG would be)
+        or uint8.
     size : int
         Output side in pixels.
 
     Returns
     -------
     image : numpy.ndarray, shape (size, size, 3), float32
+        Values in [0, 1], multiples of 1/255.
     """
-    rgb = np.asarray(rgb, dtype=np.float32)
-    if rgb.shape[:2] == (size, size):
-        return rgb
-    # Anti-aliasing low-passes before decimation so stars and noise are not
-    # aliased into spurious structure (256 -> 64 is a factor 4).
-    out = resize(rgb, (size, size, 3), order=1, anti_aliasing=True, preserve_range=True)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8:
+        rgb = as_uint8(rgb)
+    return resize_uint8(rgb, size).astype(np.float32) / 255.0
 
 
 def prepare_payload(payload, mapping, size=MODEL_IMAGE_SIZE):
@@ -153,7 +221,8 @@ def prepare_payload(payload, mapping, size=MODEL_IMAGE_SIZE):
         Why the image is unusable, empty when ``row_status == "ok"``.
     """
     try:
-        return to_model_input(payload_to_rgb(payload, mapping), size), status.OK, ""
+        image = resize_uint8(payload_to_uint8(payload, mapping), size)
+        return image.astype(np.float32) / 255.0, status.OK, ""
     except BlankImageError as exc:
         return None, status.NO_COVERAGE, str(exc)
     except BadImageError as exc:

@@ -28,8 +28,9 @@ the noise level (``_NOISE_CALIBRATION``), a residual sky offset per band
 (``_SKY_OFFSET``) and an overall source brightness against the stretch
 (``_FLUX_SCALE`` = 2, i.e. sources 0.75 mag brighter than catalogue
 nanomaggies would give).  It also showed that the real 64x64 reference
-cutouts were shrunk from 256 px without anti-aliasing (their noise is
-nearly white at 64 px); :func:`make_training_set` can mimic that
+cutouts have nearly white noise at 64 px, as the paper's PIL bicubic resize
+gives (a Gaussian anti-aliasing filter would correlate neighbours);
+:func:`make_training_set` uses that resize and can mimic others
 (``resample``).
 
 Units: DES band images are in nanomaggies (zero point 22.5); HSC images are
@@ -1407,49 +1408,39 @@ def render_fits(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=None
 
 
 #: Ways of shrinking the 256 px JPEG to the model's 64 px.
-#: ``"antialias"`` is the package's own :func:`lsbg_classify.preprocess.to_model_input`
-#: (Gaussian anti-aliasing, then bilinear).  ``"bilinear"`` (bilinear without
+#: ``"antialias"`` is the package's own (and the paper's) resize,
+#: :func:`lsbg_classify.preprocess.resize_uint8` (PIL bicubic, anti-aliased):
+#: training uses it, as scoring does.  ``"bilinear"`` (bilinear without
 #: anti-aliasing, i.e. a 2x2 average per output pixel) and ``"nearest"``
-#: (every 4th pixel) are what simpler resizing code does; the real DES
-#: reference cutouts have the noise texture of these (neighbour-pixel noise
-#: correlation about 0.2, where anti-aliasing gives 0.5), see
-#: :mod:`lsbg_classify.calibration`.
+#: (every 4th pixel) are what simpler resizing code does; calibration
+#: compares real cutouts of unknown provenance against them.
 RESAMPLE_METHODS = ("antialias", "bilinear", "nearest")
 
-# Mix drawn by ``resample="mixed"`` (the default with randomize=True), so a
-# model works on both the package's own decoding and on cutouts shrunk the
-# simple way.
+# Mix drawn by ``resample="mixed"``.
 _RESAMPLE_MIX = {"antialias": 0.4, "bilinear": 0.4, "nearest": 0.2}
 
 
 def _decode_to_model(data, method="antialias"):
-    from .preprocess import jpeg_to_rgb, to_model_input
+    from PIL import Image
 
-    rgb = jpeg_to_rgb(data)
+    from .preprocess import decode_image_uint8, resize_uint8
+
+    rgb = decode_image_uint8(data)
     if method == "antialias" or rgb.shape[:2] == (64, 64):
-        img = to_model_input(rgb)
-    elif method == "bilinear":
+        return resize_uint8(rgb)
+    if method == "bilinear":
         # skimage.transform.resize(order=1, anti_aliasing=False) samples the
-        # bilinear surface at 4i + 1.5: the mean of a 2x2 block.  Written out
-        # because it is 5x faster (identical to float rounding).
+        # bilinear surface at 4i + 1.5: the mean of a 2x2 block.
         f = rgb.shape[0] // 64
         if rgb.shape[:2] == (64 * f, 64 * f) and f % 2 == 0 and f >= 2:
             a, b = f // 2 - 1, f // 2
-            img = 0.25 * (rgb[a::f, a::f] + rgb[b::f, a::f] + rgb[a::f, b::f] + rgb[b::f, b::f])
-        else:
-            from skimage.transform import resize
-
-            img = resize(rgb, (64, 64, 3), order=1, anti_aliasing=False, preserve_range=True)
-    elif method == "nearest":
-        from PIL import Image
-
-        img = np.asarray(
-            Image.fromarray(np.round(rgb * 255).astype(np.uint8)).resize((64, 64), Image.NEAREST),
-            dtype=np.float32,
-        ) / 255.0
-    else:
-        raise ValueError(f"unknown resample method {method!r}; choose from {RESAMPLE_METHODS}")
-    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+            x = rgb.astype(np.float32)
+            img = 0.25 * (x[a::f, a::f] + x[b::f, a::f] + x[a::f, b::f] + x[b::f, b::f])
+            return np.clip(np.round(img), 0, 255).astype(np.uint8)
+        return np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.BILINEAR, reducing_gap=None))
+    if method == "nearest":
+        return np.asarray(Image.fromarray(rgb).resize((64, 64), Image.Resampling.NEAREST))
+    raise ValueError(f"unknown resample method {method!r}; choose from {RESAMPLE_METHODS}")
 
 
 def _render_model_input(args):
@@ -1489,9 +1480,9 @@ def make_training_set(n, survey="des", seed=0, randomize=True, workers=1, resamp
     resample : str, optional
         How the 256 px JPEG becomes 64 px: one of :data:`RESAMPLE_METHODS`,
         or ``"mixed"`` (a per-cutout draw: 40 % antialias, 40 % bilinear,
-        20 % nearest).  Default: ``"mixed"`` when ``randomize``, else
-        ``"antialias"`` (exactly ``render_jpeg`` -> ``preprocess.jpeg_to_rgb``
-        -> ``preprocess.to_model_input`` -> x255, rounded).
+        20 % nearest).  Default ``"antialias"``: exactly what scoring does
+        to a viewer JPEG (``preprocess.decode_image_uint8`` ->
+        ``preprocess.resize_uint8``), the paper's PIL resize.
 
     Returns
     -------
@@ -1504,7 +1495,7 @@ def make_training_set(n, survey="des", seed=0, randomize=True, workers=1, resamp
     info = _survey_info(survey)
     ra, dec, y = _training_positions(n, seed)
     if resample is None:
-        resample = "mixed" if randomize else "antialias"
+        resample = "antialias"
     if resample == "mixed":
         rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (2**63), 0x2E5A]))
         names = list(_RESAMPLE_MIX)

@@ -128,3 +128,35 @@ def test_fits_rows_are_flipped_to_image_orientation():
     assert st == status.OK
     brightness = image.mean(axis=(1, 2))
     assert brightness[:4].mean() > brightness[-4:].mean() + 0.03
+
+
+def test_resize_is_the_papers_pil_resize_of_the_jpeg():
+    # The paper: Image.open(jpeg).resize((64, 64)) (PIL's default filter for
+    # RGB, bicubic with anti-aliasing), divided by 255.
+    array = np.random.default_rng(3).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    data = _jpeg(array)
+    with Image.open(io.BytesIO(data)) as img:
+        expected = np.asarray(img.resize((64, 64)), dtype=np.float32) / 255.0
+    image, row_status, _ = prepare_payload(Payload(data, "jpeg"), DES_MAPPING)
+    assert row_status == status.OK
+    assert np.array_equal(image, expected)
+
+
+def test_fits_goes_through_the_same_8_bit_resize_as_a_jpeg():
+    cube = _gaussian_cube()
+    rgb8 = as_uint8(asinh_rgb(cube[::-1, ::-1, :], DES_MAPPING))
+    expected = np.asarray(Image.fromarray(rgb8).resize((64, 64)), dtype=np.float32) / 255.0
+    image, row_status, _ = prepare_payload(Payload(_fits_cube(cube), "fits"), DES_MAPPING)
+    assert row_status == status.OK
+    assert np.array_equal(image, expected)
+
+
+def test_a_jpeg_declaring_too_many_pixels_is_a_bad_image_before_decoding():
+    from lsbg_classify.preprocess import MAX_CUTOUT_PIXELS
+
+    side = int(np.sqrt(MAX_CUTOUT_PIXELS)) + 1
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (10, 20, 30)).save(buf, format="JPEG", quality=10)
+    image, row_status, message = prepare_payload(Payload(buf.getvalue(), "jpeg"), DES_MAPPING)
+    assert image is None and row_status == status.BAD_IMAGE
+    assert "pixels" in message
