@@ -21,7 +21,7 @@ from .simulation import SIMULATOR_VERSION, make_training_set
 from .training import load_dataset, save_dataset, split_dataset, train
 from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 
-__all__ = ["RECIPE", "build_bundled_models", "crossfit_finetune"]
+__all__ = ["RECIPE", "build_bundled_models", "crossfit_finetune", "simulated_shards"]
 
 #: Sizes and settings of the bundled-weights run (the paper's where CPU time allows).
 RECIPE = {
@@ -38,11 +38,60 @@ RECIPE = {
 }
 
 
+#: Cutouts per stored shard of a simulated set: an interrupted render loses
+#: at most one shard, and shards are reused by every later run.
+SHARD_SIZE = 10_000
+
+
 def _dataset(path, n, survey, seed, workers):
     if not path.exists():
         X, y = make_training_set(n, survey=survey, seed=seed, randomize=True, workers=workers)
         save_dataset(path, X, y)
     return load_dataset(path)[:2]
+
+
+def simulated_shards(folder, n, survey, seed, workers=2, shard_size=SHARD_SIZE):
+    """Render (or reuse) a simulated set as uint8 shards and load it.
+
+    Shard ``i`` holds cutouts drawn with seed ``seed * 1000 + i``, so the
+    set is the same whatever was already on disk and in whatever sittings
+    it was rendered.
+
+    Parameters
+    ----------
+    folder : path-like
+        Holds ``shard_000.npz``, ``shard_001.npz``, ...
+    n : int
+        Cutouts in all (balanced LSBGs/artifacts within each shard).
+    survey : str
+        ``"des"`` or ``"hsc"``.
+    seed : int
+        Seed of the set.
+    workers : int
+        Rendering processes.
+    shard_size : int
+        Cutouts per shard (the last may be smaller).
+
+    Returns
+    -------
+    X : numpy.ndarray, shape (n, 64, 64, 3), uint8
+    y : numpy.ndarray, shape (n,), int8
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    X = np.empty((n, 64, 64, 3), np.uint8)
+    y = np.empty(n, np.int8)
+    for i, start in enumerate(range(0, n, shard_size)):
+        size = min(shard_size, n - start)
+        path = folder / f"shard_{i:03d}.npz"
+        if path.exists():
+            Xs, ys, _ = load_dataset(path)
+        if not path.exists() or len(ys) != size:
+            Xs, ys = make_training_set(size, survey=survey, seed=seed * 1000 + i, randomize=True,
+                                       workers=workers)
+            save_dataset(path, Xs, ys)
+        X[start:start + size], y[start:start + size] = Xs, ys
+    return X, y
 
 
 def _metrics(table):

@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 #: Version of the rendering; bump whenever a cutout's pixels change.
-SIMULATOR_VERSION = "1.2"
+SIMULATOR_VERSION = "1.3"
 
 #: JPEG quality used for the viewer-like JPEGs (Pillow scale).  The viewer
 #: has written its JPEGs at quality 90; with it the simulated 64 px noise
@@ -98,16 +98,23 @@ LSBG_KINDS = {
 #: Rates follow the composition of the rejected DES candidates described by
 #: Tanoglidis et al. (2021a) and seen in real artifact cutouts: compact
 #: sources/blends and light around bright stars and galaxies dominate.
+#: Simulator 1.3 adds the ordinary galaxies just above the selection's
+#: surface-brightness cut that a model trained on 1.2 took for LSBGs on real
+#: cutouts: edge-on discs, discs with a bright core, and close pairs, and it
+#: moves ``art_compact`` to the sizes an LSBG finder picks up.
 ARTIFACT_KINDS = {
-    "art_compact": 0.14,
-    "art_blend": 0.12,
-    "art_star_halo": 0.17,
-    "art_galaxy_halo": 0.17,
-    "art_spiral": 0.15,
-    "art_tidal": 0.07,
-    "art_cirrus": 0.07,
-    "art_ghost": 0.06,
-    "art_faint": 0.05,
+    "art_compact": 0.13,
+    "art_edge_on": 0.08,
+    "art_bright_core": 0.09,
+    "art_pair": 0.07,
+    "art_blend": 0.09,
+    "art_star_halo": 0.14,
+    "art_galaxy_halo": 0.13,
+    "art_spiral": 0.12,
+    "art_tidal": 0.05,
+    "art_cirrus": 0.04,
+    "art_ghost": 0.04,
+    "art_faint": 0.02,
 }
 
 
@@ -799,7 +806,10 @@ def _lsbg_params(rng):
             break
     n = float(np.clip(math.exp(rng.normal(math.log(0.85), 0.3)), 0.35, 2.2))
     ell = float(np.clip(rng.beta(2.0, 3.5) * 0.9, 0.0, 0.8))
-    mu_mean = 24.2 + rng.gamma(1.1, 0.3)
+    # The DES sample's <mu>_e(g) runs from the 24.2 cut to beyond 27 (median
+    # near 24.9); simulator 1.2 stopped near 25.5 and the model missed the
+    # faintest real LSBGs.
+    mu_mean = 24.2 + rng.gamma(1.3, 0.55)
     mu0 = mu_mean - _sersic_mean_sb_offset(n)
     red = rng.random() < 0.33
     if red:
@@ -874,11 +884,15 @@ def _lumpy_modulator(rng, scale_arcsec, strength):
 
 
 def _add_compact(rng, scene, ctx):
-    """A small, higher-surface-brightness galaxy that passed the detection cut."""
-    re = rng.uniform(1.2, 3.0)
-    n = rng.uniform(0.8, 2.5)
+    """A small or moderate, higher-surface-brightness galaxy that passed the cut.
+
+    Sizes reach the LSBG range (r_e 2.5-6") and the surface brightness comes
+    up to the 24.2 cut: these are what a source finder confuses with LSBGs.
+    """
+    re = math.exp(rng.uniform(math.log(1.2), math.log(6.0)))
+    n = rng.uniform(0.6, 2.5)
     q = 1 - float(np.clip(rng.beta(2, 3) * 0.9, 0, 0.8))
-    mu_mean = rng.uniform(21.8, 24.2)
+    mu_mean = 24.2 - rng.gamma(1.4, 0.6)
     red = rng.random() < 0.5
     g_r = rng.normal(0.85, 0.25) if red else rng.normal(0.45, 0.15)
     r_z = rng.normal(0.6, 0.2) if red else rng.normal(0.3, 0.15)
@@ -909,6 +923,86 @@ def _add_blend(rng, scene, ctx):
         mag = _total_mag(rng.uniform(25.0, 26.5), re, 0.8)
         scene.add_profile(_sersic(1.0, re, 0.8, 0.0), 0.0, 0.0, _band_fluxes(mag, 0.6, 0.4, ctx.model, ctx.cond.gain), re)
     return dict(n_sources=k, spread=spread)
+
+
+def _disc_colours(rng, ctx):
+    red = rng.random() < 0.35
+    g_r = rng.normal(0.8, 0.15) if red else rng.normal(0.5, 0.12)
+    r_z = rng.normal(0.5, 0.12) if red else rng.normal(0.32, 0.12)
+    return _survey_colours(g_r, r_z, ctx.name)
+
+
+def _add_edge_on(rng, scene, ctx):
+    """An edge-on or strongly inclined disc galaxy, often with a dust lane."""
+    re = math.exp(rng.uniform(math.log(1.8), math.log(7.0)))
+    q = rng.uniform(0.12, 0.35)
+    pa = rng.uniform(0, math.pi)
+    mu_mean = 24.2 - rng.gamma(1.5, 0.6)
+    mag_g = _total_mag(mu_mean, re, q)
+    gr, rz = _disc_colours(rng, ctx)
+    x0, y0 = rng.normal(0, 0.6, 2)
+    modulate = None
+    if rng.random() < 0.5:
+        lane_depth = rng.uniform(0.3, 0.8)
+        lane_width = max(q * re * rng.uniform(0.15, 0.35), 0.15)
+        cp, sp = math.cos(pa), math.sin(pa)
+
+        def modulate(dx, dy):
+            v = -dx * sp + dy * cp
+            return 1.0 - lane_depth * np.exp(-0.5 * (v / lane_width) ** 2)
+
+    scene.add_profile(_sersic(rng.uniform(0.7, 1.3), re, q, pa), x0, y0,
+                      _band_fluxes(mag_g, gr, rz, ctx.model, ctx.cond.gain), re,
+                      modulate=modulate)
+    if rng.random() < 0.6:
+        bre = re * rng.uniform(0.08, 0.2)
+        bgr, brz = _survey_colours(0.8, 0.5, ctx.name)
+        scene.add_profile(_sersic(rng.uniform(1.5, 3.5), bre, rng.uniform(0.5, 0.9), pa), x0, y0,
+                          _band_fluxes(mag_g + rng.uniform(1.0, 2.5), bgr, brz, ctx.model,
+                                       ctx.cond.gain), bre)
+    return dict(r_e=re, q=q, mu_mean_g=mu_mean, mag_g=mag_g)
+
+
+def _add_bright_core(rng, scene, ctx):
+    """A disc of moderate surface brightness around a bright, compact core."""
+    re = math.exp(rng.uniform(math.log(2.0), math.log(7.0)))
+    q = 1 - float(np.clip(rng.beta(2, 3) * 0.8, 0, 0.7))
+    pa = rng.uniform(0, math.pi)
+    mu_mean = rng.uniform(23.0, 24.8)
+    mag_g = _total_mag(mu_mean, re, q)
+    gr, rz = _disc_colours(rng, ctx)
+    x0, y0 = rng.normal(0, 0.5, 2)
+    scene.add_profile(_sersic(rng.uniform(0.7, 1.5), re, q, pa), x0, y0,
+                      _band_fluxes(mag_g, gr, rz, ctx.model, ctx.cond.gain), re)
+    # The core holds 10-40 % of the light in a fraction of an arcsecond:
+    # far above any LSBG's central surface brightness.
+    core_frac = rng.uniform(0.1, 0.4)
+    cre = rng.uniform(0.2, 0.8)
+    cgr, crz = _survey_colours(rng.normal(0.8, 0.15), rng.normal(0.5, 0.1), ctx.name)
+    scene.add_profile(_sersic(rng.uniform(1.5, 4.0), cre, rng.uniform(0.6, 1.0), pa), x0, y0,
+                      _band_fluxes(mag_g - 2.5 * math.log10(core_frac), cgr, crz, ctx.model,
+                                   ctx.cond.gain), cre)
+    return dict(r_e=re, mu_mean_g=mu_mean, core_frac=core_frac, mag_g=mag_g)
+
+
+def _add_pair(rng, scene, ctx):
+    """Two ordinary galaxies close together, detected as one extended source."""
+    sep = rng.uniform(1.5, 6.0)
+    th = rng.uniform(0, 2 * math.pi)
+    out = {}
+    for i, sign in enumerate((1.0, -1.0)):
+        re = math.exp(rng.uniform(math.log(0.8), math.log(4.0)))
+        q = rng.uniform(0.35, 1.0)
+        mu_mean = 24.2 - rng.gamma(1.3, 0.6)
+        mag_g = _total_mag(mu_mean, re, q)
+        gr, rz = _disc_colours(rng, ctx)
+        x = sign * 0.5 * sep * math.cos(th) + rng.normal(0, 0.3)
+        y = sign * 0.5 * sep * math.sin(th) + rng.normal(0, 0.3)
+        scene.add_profile(_sersic(rng.uniform(0.6, 3.0), re, q, rng.uniform(0, math.pi)), x, y,
+                          _band_fluxes(mag_g, gr, rz, ctx.model, ctx.cond.gain), re)
+        out[f"mag_g_{i}"] = mag_g
+    out["separation"] = sep
+    return out
 
 
 def _elliptical(rng, scene, ctx, x, y, re, mag_g):
@@ -1055,15 +1149,20 @@ def _add_ghost_artifact(rng, scene, ctx):
 
 def _add_faint(rng, scene, ctx):
     """Nothing real: a noise peak or a very faint smudge that was detected."""
+    # Kept below the LSBG sizes (r_e < 2.5"): a faint diffuse source of LSBG
+    # size *is* an LSBG, and teaching the opposite cost real faint LSBGs.
     if rng.random() < 0.6:
-        re = rng.uniform(1.0, 3.0)
+        re = rng.uniform(0.6, 1.8)
         gr, rz = _survey_colours(rng.normal(0.6, 0.3), rng.normal(0.4, 0.3), ctx.name)
-        scene.add_profile(_sersic(1.0, re, rng.uniform(0.4, 1), 0.3), 0, 0, _band_fluxes(_total_mag(rng.uniform(25.5, 26.8), re, 0.7), gr, rz, ctx.model, ctx.cond.gain), re)
+        scene.add_profile(_sersic(1.0, re, rng.uniform(0.4, 1), 0.3), 0, 0, _band_fluxes(_total_mag(rng.uniform(25.0, 26.5), re, 0.7), gr, rz, ctx.model, ctx.cond.gain), re)
     return {}
 
 
 _ARTIFACT_BUILDERS = {
     "art_compact": _add_compact,
+    "art_edge_on": _add_edge_on,
+    "art_bright_core": _add_bright_core,
+    "art_pair": _add_pair,
     "art_blend": _add_blend,
     "art_star_halo": _add_star_halo,
     "art_galaxy_halo": _add_galaxy_halo,
