@@ -182,9 +182,19 @@ def build_parser():
                         "simulated-sky model)")
     p.add_argument("--install", action="store_true",
                    help="replace the weights in this installation's lsbg_classify/data/models")
-    p.add_argument("--des-cutouts", type=int, help="simulated DES cutouts (default 40000)")
-    p.add_argument("--des-epochs", type=int, help="maximum DES epochs (default 100)")
-    p.add_argument("--des-patience", type=int, help="early stop on validation loss (default 8)")
+    p.add_argument("--threshold-real", metavar="NPZ",
+                   help="real labelled DES cutouts whose 'random' rows choose the class "
+                        "threshold by cross-validation (default: threshold 0.5)")
+    p.add_argument("--des-cutouts", type=int,
+                   help="simulated DES training cutouts (default: recipes.RECIPE['des_train'])")
+    p.add_argument("--des-epochs", type=int,
+                   help="DES epochs (default: recipes.RECIPE['des_epochs'])")
+    p.add_argument("--des-patience", type=int, help="early stop on validation loss (default: none)")
+    p.add_argument("--members", type=int,
+                   help="snapshots averaged by the teacher (default: recipes.RECIPE['ensemble_members'])")
+    p.add_argument("--distil-cutouts", type=int,
+                   help="simulated cutouts the teacher labels for distillation "
+                        "(default: recipes.RECIPE['distil_cutouts'])")
     p.add_argument("--des-time-budget", type=float, metavar="MINUTES",
                    help="stop DES training before an epoch that would end past this many minutes")
     p.add_argument("--workers", type=int, default=2, help="processes for simulation")
@@ -529,14 +539,17 @@ def _cmd_build_models(args):
     from .model import bundled_weights_path
     from .recipes import build_bundled_models
 
-    recipe = {k: v for k, v in (("des_cutouts", args.des_cutouts), ("des_epochs", args.des_epochs),
+    recipe = {k: v for k, v in (("des_train", args.des_cutouts), ("des_epochs", args.des_epochs),
                                 ("des_patience", args.des_patience),
+                                ("ensemble_members", args.members),
+                                ("distil_cutouts", args.distil_cutouts),
                                 ("des_time_budget_min", args.des_time_budget)) if v is not None}
     install = bundled_weights_path("des").parent if args.install else None
     cards = build_bundled_models(
         args.work_dir, real_sets={Path(p).stem: _real_set(p) for p in args.real},
         real_finetune=_real_set(args.finetune_real) if args.finetune_real else None,
         ship_finetuned=args.ship_finetuned,
+        threshold_set=_real_set(args.threshold_real) if args.threshold_real else None,
         install_dir=install, workers=args.workers, recipe=recipe)
     for name, card in cards.items():
         for label, m in card["metrics"].items():

@@ -13,7 +13,8 @@ from sklearn import metrics as skm
 from .sheets import contact_sheet, pyplot
 
 __all__ = ["binary_metrics", "bootstrap_intervals", "metrics_table", "plot_confusion",
-           "plot_roc", "plot_history", "evaluate_model"]
+           "plot_roc", "plot_history", "evaluate_model", "best_threshold",
+           "crossvalidated_threshold"]
 
 # recall is the LSBG class's recall; specificity is the artifact class's.
 METRIC_NAMES = ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")
@@ -52,6 +53,90 @@ def binary_metrics(y_true, prob, threshold=0.5):
         "f1": skm.f1_score(y_true, pred, zero_division=0),
         "roc_auc": skm.roc_auc_score(y_true, prob) if both else np.nan,
         "tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp),
+    }
+
+
+def best_threshold(y_true, prob):
+    """The class threshold with the highest accuracy on labelled scores.
+
+    Accuracy is flat between neighbouring scores, so the best thresholds
+    form intervals; the middle of the widest best interval is returned, the
+    choice least sensitive to where the next scores fall.
+
+    Parameters
+    ----------
+    y_true : array_like of {0, 1}
+        Labels, 1 = LSBG.
+    prob : array_like of float
+        LSBG probabilities.
+
+    Returns
+    -------
+    float
+        A threshold in (0, 1): ``prob >= threshold`` is called an LSBG.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=float)
+    edges = np.concatenate([[0.0], np.unique(prob), [1.0 + 1e-9]])
+    # Candidate t_i = edges[i]: calls prob >= t_i an LSBG.
+    correct = np.array([np.sum((prob >= t) == (y_true == 1)) for t in edges])
+    best = np.flatnonzero(correct == correct.max())
+    # Threshold interval of candidate i: (edges[i-1], edges[i]].
+    lows = edges[np.maximum(best - 1, 0)]
+    highs = edges[best]
+    widest = int(np.argmax(highs - lows))
+    return float(np.clip(0.5 * (lows[widest] + highs[widest]), 1e-6, 1.0))
+
+
+def crossvalidated_threshold(y_true, prob, folds=5, repeats=20, seed=0):
+    """Choose a class threshold and estimate honestly what it gives.
+
+    Each of ``repeats`` random stratified ``folds``-fold splits picks the
+    threshold on all folds but one (:func:`best_threshold`) and applies it
+    to the one left out, so every estimate is made on scores that did not
+    choose its threshold.
+
+    Parameters
+    ----------
+    y_true, prob : array_like
+        Labels (1 = LSBG) and the model's LSBG probabilities.
+    folds, repeats : int
+        Stratified folds per split, number of splits.
+    seed : int
+        Seed of the splits.
+
+    Returns
+    -------
+    dict
+        ``threshold`` (chosen on all scores, the one to use), and
+        ``cv_accuracy`` (mean out-of-fold accuracy over the repeats),
+        ``cv_accuracy_std`` (its spread between repeats), ``fold_thresholds``
+        (median and range of the per-fold choices), ``oof_pred`` (the
+        out-of-fold class calls of the first repeat), ``folds``,
+        ``repeats``.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(prob, dtype=float)
+    accuracies, chosen, first = [], [], None
+    for r in range(repeats):
+        pred = np.zeros(len(y_true), int)
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + r)
+        for fit_rows, held_rows in splitter.split(prob, y_true):
+            t = best_threshold(y_true[fit_rows], prob[fit_rows])
+            chosen.append(t)
+            pred[held_rows] = prob[held_rows] >= t
+        accuracies.append(np.mean(pred == y_true))
+        first = pred if first is None else first
+    return {
+        "threshold": best_threshold(y_true, prob),
+        "cv_accuracy": float(np.mean(accuracies)),
+        "cv_accuracy_std": float(np.std(accuracies)),
+        "fold_thresholds": [float(np.min(chosen)), float(np.median(chosen)), float(np.max(chosen))],
+        "oof_pred": first,
+        "folds": int(folds),
+        "repeats": int(repeats),
     }
 
 

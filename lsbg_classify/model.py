@@ -24,6 +24,8 @@ __all__ = [
     "LSBGModel",
     "load_model",
     "bundled_weights_path",
+    "dihedral_views",
+    "predict_tta",
 ]
 
 # Hyper-parameters of the paper.
@@ -277,3 +279,47 @@ def _read_card(weights_path):
     if card_path.exists():
         return json.loads(card_path.read_text())
     return {}
+
+
+def dihedral_views(images):
+    """The 8 flips and 90° rotations of a batch of images.
+
+    Parameters
+    ----------
+    images : numpy.ndarray, shape (n, ny, nx, c)
+
+    Yields
+    ------
+    numpy.ndarray
+        Each view, shape (n, nx, ny, c) or (n, ny, nx, c); the first is the
+        batch itself.
+    """
+    for flipped in (images, images[:, :, ::-1]):
+        for k in range(4):
+            yield np.rot90(flipped, k, axes=(1, 2))
+
+
+def predict_tta(model, images, batch_size=PREDICT_BATCH):
+    """LSBG probability averaged over the 8 flips and rotations of each image.
+
+    A sky cutout has no preferred orientation, so averaging the network's
+    answers over them (test-time augmentation) removes the part of its
+    output that depends on one.  Costs 8 network passes per image.
+
+    Parameters
+    ----------
+    model : LSBGModel
+    images : array_like, shape (n, 64, 64, 3)
+        Model inputs (uint8, or float in [0, 1]).
+    batch_size : int
+        Images per network call.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,), float32
+    """
+    images = np.asarray(images)
+    total = np.zeros(len(images), np.float64)
+    for view in dihedral_views(images):
+        total += model.predict(np.ascontiguousarray(view), batch_size=batch_size)
+    return (total / 8).astype(np.float32)

@@ -1,12 +1,24 @@
 """How the bundled weights are made: one function, one command.
 
-``lsbg-classify build-models`` runs the paper's protocol on the simulated
-sky: simulate a balanced DES set and split it like the paper (75/12.5/12.5),
-train DeepShadows (Adadelta lr 0.1, batch 64), test; simulate HSC cutouts,
-test the DES model on them, fine-tune it on 320 (Adadelta lr 0.005,
-batch 16) and test on 960; then, when a real labelled set is given, score
-it too.  Every number goes into a model card (JSON) shipped beside the
-weights.
+``lsbg-classify build-models`` runs the paper's network and optimiser on
+the simulated sky, then spends the remaining effort where it pays on real
+cutouts:
+
+1. render (once, as reusable uint8 shards) balanced simulated DES training,
+   validation and test sets;
+2. train DeepShadows (Adadelta, batch 64) with cosine learning-rate cycles,
+   keeping the weights at the end of each cycle (a snapshot ensemble from
+   one resumable run);
+3. average the last ``ensemble_members`` snapshots with 8-fold flip/rotation
+   test-time augmentation: the teacher;
+4. distil the teacher into one DeepShadows network (soft targets on
+   simulated cutouts), so scoring costs one network;
+5. choose the class threshold by cross-validation on real labelled cutouts;
+6. fine-tune the DES network on 320 simulated HSC cutouts (the paper's
+   protocol) and test on 960.
+
+Every number goes into a model card (JSON) shipped beside the weights;
+finished steps are reused, so an interrupted run resumes.
 """
 
 import json
@@ -15,20 +27,32 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import evaluate_model, metrics_table, plot_history
-from .model import file_sha256, load_model
+from .evaluate import crossvalidated_threshold, evaluate_model, metrics_table, plot_history
+from .model import file_sha256, load_model, predict_tta
 from .simulation import SIMULATOR_VERSION, make_training_set
 from .training import load_dataset, save_dataset, split_dataset, train
 from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 
 __all__ = ["RECIPE", "build_bundled_models", "crossfit_finetune", "simulated_shards"]
 
-#: Sizes and settings of the bundled-weights run (the paper's where CPU time allows).
+#: Sizes and settings of the bundled-weights run.
 RECIPE = {
-    "des_cutouts": 40_000,  # the paper: 30,000 / 5,000 / 5,000
-    "des_epochs": TRAIN_DEFAULTS["epochs"],
-    "des_patience": 8,
+    "des_train": 100_000,
+    "des_validation": 5_000,
+    "des_test": 5_000,
+    "des_epochs": 18,
+    "des_steps_per_epoch": 625,  # 40,000 images: checkpoints and validation every 4-5 min
+    "des_cycle_epochs": 3,  # one snapshot every 120,000 images
+    "des_learning_rate": TRAIN_DEFAULTS["learning_rate"],
+    "des_min_learning_rate": 0.001,
+    "des_patience": None,
     "des_time_budget_min": None,  # CPU runs: stop before an epoch that would overrun it
+    "ensemble_members": 5,  # the last snapshots
+    "distil_cutouts": 30_000,
+    "distil_epochs": 3,
+    "distil_learning_rate": 0.02,
+    "threshold_subset": "random",  # rows of the threshold set that choose it
+    "threshold_folds": 5,
     "hsc_finetune": 320,  # the paper
     "hsc_validation": 160,
     "hsc_test": 960,  # the paper
@@ -151,36 +175,114 @@ def crossfit_finetune(initial_weights, X, y, work_dir, folds=5, seed=0, verbose=
     return oof, final / "best.weights.h5"
 
 
-def _subset_metrics(y, prob, selection, seed):
+def _subset_metrics(y, prob, selection, seed, threshold=0.5):
     """Metrics on the whole set and on each selection subset."""
-    out = {"all": _metrics(metrics_table(y, prob, seed=seed))}
+    out = {"all": _metrics(metrics_table(y, prob, threshold=threshold, seed=seed))}
     if selection is not None:
         for name in np.unique(selection):
             rows = selection == name
-            out[str(name)] = _metrics(metrics_table(y[rows], prob[rows], seed=seed))
+            out[str(name)] = _metrics(metrics_table(y[rows], prob[rows], threshold=threshold,
+                                                    seed=seed))
     return out
 
 
+def _cached_scores(path, compute):
+    """Scores kept on disk, so a resumed run does not recompute them."""
+    path = Path(path)
+    if path.exists():
+        return np.load(path)
+    scores = np.asarray(compute(), np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, scores)
+    return scores
+
+
+def _ensemble_tta(members, X):
+    """Mean LSBG probability of several networks, each averaged over 8 views."""
+    return np.mean([predict_tta(load_model(w), X) for w in members], axis=0)
+
+
+def _summary(metrics):
+    """Accuracy and ROC AUC with intervals: one line of the step table."""
+    return {k: metrics[k] for k in ("accuracy", "roc_auc", "n")} | {
+        "accuracy_95": metrics["intervals_95"]["accuracy"],
+        "roc_auc_95": metrics["intervals_95"]["roc_auc"]}
+
+
+def _train_des(work, r, X, y, Xv, yv, verbose):
+    des_dir = work / "des"
+    if not (des_dir / "training.json").exists():
+        train(X, y, Xv, yv, des_dir, epochs=r["des_epochs"], learning_rate=r["des_learning_rate"],
+              steps_per_epoch=r["des_steps_per_epoch"], cycle_epochs=r["des_cycle_epochs"],
+              min_learning_rate=r["des_min_learning_rate"], patience=r["des_patience"],
+              seed=r["seed"], verbose=verbose,
+              time_budget=60 * r["des_time_budget_min"] if r["des_time_budget_min"] else None)
+    record = json.loads((des_dir / "training.json").read_text())
+    plot_history(record["history"], des_dir / "history.png")
+    members = sorted(des_dir.glob("snapshot_*.weights.h5"))[-int(r["ensemble_members"]):]
+    return record, members or [des_dir / "best.weights.h5"]
+
+
+def _distil(work, r, members, X, Xv, yv, verbose):
+    """Train one network on the teacher's probabilities (soft targets)."""
+    n = min(int(r["distil_cutouts"]), len(X))
+    student_dir = work / "student"
+    if not r["distil_epochs"] or len(members) < 2:
+        return None, members[-1]
+    soft = _cached_scores(work / "scores" / f"teacher_distil_{n}.npy",
+                          lambda: _ensemble_tta(members, X[:n]))
+    if not (student_dir / "training.json").exists():
+        train(X[:n], soft, Xv, yv, student_dir, initial_weights=members[-1],
+              epochs=r["distil_epochs"], learning_rate=r["distil_learning_rate"],
+              cycle_epochs=r["distil_epochs"], seed=r["seed"] + 7, verbose=verbose,
+              notes={"distilled_from": [m.name for m in members], "soft_targets": n})
+    return json.loads((student_dir / "training.json").read_text()), student_dir / "best.weights.h5"
+
+
+def _choose_threshold(r, prob, threshold_set):
+    """Class threshold by cross-validation on (a subset of) a real set."""
+    if threshold_set is None:
+        return None
+    _, yr, selection = threshold_set
+    rows = np.ones(len(yr), bool)
+    if selection is not None and r["threshold_subset"]:
+        rows = selection == r["threshold_subset"]
+    result = crossvalidated_threshold(yr[rows], prob[rows], folds=r["threshold_folds"],
+                                      seed=r["seed"])
+    result.pop("oof_pred")
+    return result | {"n": int(rows.sum()), "subset": r["threshold_subset"]}
+
+
+def _step_scores(name, weights_or_members, sets, work, tta):
+    """Scores of one step's model on every evaluation set (cached)."""
+    def score(X):
+        if tta:
+            return _ensemble_tta(weights_or_members, X)
+        return load_model(weights_or_members).predict(X)
+
+    return {label: _cached_scores(work / "scores" / f"{name}_{label}.npy", lambda X=X: score(X))
+            for label, (X, _, _) in sets.items()}
+
+
 def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_finetuned=False,
-                         install_dir=None, workers=2, recipe=None, verbose=2):
+                         install_dir=None, workers=2, recipe=None, verbose=2, threshold_set=None):
     """Make the DES and HSC weights from scratch.
 
     Parameters
     ----------
     work_dir : path-like
-        Data sets, checkpoints, histories and figures go here; finished
-        steps are reused, so an interrupted run resumes.
+        Data sets, checkpoints, histories, scores and figures go here;
+        finished steps are reused, so an interrupted run resumes.
     real_sets : dict, optional
         Name → (X, y, selection or None) of real labelled cutouts to score
-        with the simulated-sky DES model; metrics go into the card.
+        at every step; metrics go into the card.
     real_finetune : tuple, optional
         (X, y, selection or None) real labelled DES cutouts.  The DES model
         is then fine-tuned on them (paper's fine-tuning settings) and its
         accuracy on new real cutouts estimated by cross-fitting
         (:func:`crossfit_finetune`).
     ship_finetuned : bool
-        Ship the model fine-tuned on all of ``real_finetune`` as ``des``
-        instead of the simulated-sky model.
+        Ship the model fine-tuned on all of ``real_finetune`` as ``des``.
     install_dir : path-like, optional
         Copy ``des.weights.h5``/``hsc.weights.h5`` and their cards here
         (the package's ``data/models`` to replace the bundled weights).
@@ -188,6 +290,10 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
         Processes for simulating cutouts.
     recipe : dict, optional
         Overrides of :data:`RECIPE` (e.g. fewer cutouts for a quick run).
+    threshold_set : tuple, optional
+        (X, y, selection or None) real labelled DES cutouts that choose the
+        shipped model's class threshold by cross-validation (rows whose
+        selection is ``recipe["threshold_subset"]``); 0.5 without it.
 
     Returns
     -------
@@ -198,23 +304,48 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     seed = r["seed"]
+    real_sets = dict(real_sets or {})
 
-    X, y = _dataset(work / "des_sim.npz", r["des_cutouts"], "des", seed, workers)
-    tr, va, te = split_dataset(len(y), seed=seed)
-    des_dir = work / "des"
-    if not (des_dir / "training.json").exists():
-        train(X[tr], y[tr], X[va], y[va], des_dir, epochs=r["des_epochs"],
-              patience=r["des_patience"], seed=seed, verbose=verbose,
-              time_budget=60 * r["des_time_budget_min"] if r["des_time_budget_min"] else None)
-    des_record = json.loads((des_dir / "training.json").read_text())
-    plot_history(des_record["history"], des_dir / "history.png")
-    des_sim_weights = des_dir / "best.weights.h5"
-    des_model = load_model(des_sim_weights)
-    des_test, _ = evaluate_model(des_model, X[te], y[te], des_dir, label="simulated_des_test")
-    des_metrics = {"simulated_des_test": _metrics(des_test)}
-    for name, (Xr, yr, selection) in (real_sets or {}).items():
-        prob = des_model.predict(Xr)
-        des_metrics[f"real_{name}_simulated_sky_model"] = _subset_metrics(yr, prob, selection, seed)
+    X, y = simulated_shards(work / "des_train", r["des_train"], "des", seed, workers)
+    Xv, yv = simulated_shards(work / "des_val", r["des_validation"], "des", seed + 1, workers)
+    Xt, yt = simulated_shards(work / "des_test", r["des_test"], "des", seed + 2, workers)
+    des_record, members = _train_des(work, r, X, y, Xv, yv, verbose)
+    student_record, student = _distil(work, r, members, X, Xv, yv, verbose)
+
+    sets = {"simulated_des_test": (Xt, yt, None)} | {f"real_{k}": v for k, v in real_sets.items()}
+    steps = {"last_snapshot": _step_scores("last_snapshot", members[-1], sets, work, False)}
+    if len(members) > 1:
+        steps["ensemble_tta"] = _step_scores("ensemble_tta", members, sets, work, True)
+    if student_record is not None:
+        steps["distilled"] = _step_scores("distilled", student, sets, work, False)
+    shipped_step = list(steps)[-1]
+    des_sim_weights = student
+    threshold = None
+    if threshold_set is not None:
+        name = next((k for k, v in real_sets.items()
+                     if v[0].shape == threshold_set[0].shape and np.array_equal(v[0], threshold_set[0])),
+                    None)
+        prob = (steps[shipped_step][f"real_{name}"] if name else
+                load_model(des_sim_weights).predict(threshold_set[0]))
+        threshold = _choose_threshold(r, prob, threshold_set)
+    cut = threshold["threshold"] if threshold else 0.5
+
+    des_metrics, step_table = {}, {}
+    for step, scores in steps.items():
+        step_table[step] = {}
+        for label, (_, ys, selection) in sets.items():
+            m = _subset_metrics(ys, scores[label], selection, seed)
+            step_table[step][label] = {k: _summary(v) for k, v in m.items()}
+            if step == shipped_step:
+                des_metrics[label if label.startswith("simulated") else f"{label}_shipped_model"] = m
+    if threshold is not None:
+        step_table["distilled_cv_threshold"] = {
+            f"real_{k}": {sub: _summary(mm) for sub, mm in
+                          _subset_metrics(v[1], steps[shipped_step][f"real_{k}"], v[2], seed,
+                                          threshold=cut).items()}
+            for k, v in real_sets.items()}
+    des_test, _ = evaluate_model(load_model(des_sim_weights), Xt, yt, work / "des",
+                                 label="simulated_des_test")
 
     shipped_des = des_sim_weights
     if real_finetune is not None:
@@ -224,12 +355,6 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
         if ship_finetuned:
             shipped_des = finetuned
         des_metrics["real_finetune_crossfit"] = _subset_metrics(yr, oof, selection, seed)
-        finetuned_model = load_model(finetuned)
-        for name, (Xo, yo, sel) in (real_sets or {}).items():
-            if Xo.shape == Xr.shape and np.array_equal(Xo, Xr):
-                continue  # the fine-tuning set itself: only out-of-fold scores are honest
-            des_metrics[f"real_{name}_finetuned_model"] = _subset_metrics(
-                yo, finetuned_model.predict(Xo), sel, seed)
         des_record["real_finetune"] = {
             "n": int(len(yr)), "folds": r["real_folds"], **FINETUNE_DEFAULTS,
             "shipped": bool(ship_finetuned),
@@ -242,9 +367,10 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
     hv = np.arange(r["hsc_finetune"], r["hsc_finetune"] + r["hsc_validation"])
     ht = np.arange(r["hsc_finetune"] + r["hsc_validation"], hsc_n)
     hsc_dir = work / "hsc"
-    before, _ = evaluate_model(des_model, Xh[ht], yh[ht], hsc_dir, label="simulated_hsc_test_before")
+    before, _ = evaluate_model(load_model(shipped_des), Xh[ht], yh[ht], hsc_dir,
+                               label="simulated_hsc_test_before")
     if not (hsc_dir / "training.json").exists():
-        train(Xh[ft], yh[ft], Xh[hv], yh[hv], hsc_dir, initial_weights=des_sim_weights,
+        train(Xh[ft], yh[ft], Xh[hv], yh[hv], hsc_dir, initial_weights=shipped_des,
               epochs=r["hsc_epochs"], batch_size=FINETUNE_DEFAULTS["batch_size"],
               learning_rate=FINETUNE_DEFAULTS["learning_rate"], seed=seed, verbose=verbose)
     hsc_record = json.loads((hsc_dir / "training.json").read_text())
@@ -254,15 +380,23 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
 
     common = {"simulator_version": SIMULATOR_VERSION, "recipe": r,
               "command": "lsbg-classify build-models"}
+    des_card = {**(student_record or des_record), **common,
+                "training_data": f"simulated DES g,r,z sky, {len(X)} train / {len(Xv)} validation",
+                "snapshot_training": {k: v for k, v in des_record.items() if k != "history"},
+                "ensemble_members": [m.name for m in members],
+                "shipped_step": shipped_step,
+                "decision_threshold": cut,
+                "threshold_selection": threshold,
+                "steps": step_table,
+                "metrics": des_metrics | {"simulated_des_test": _metrics(des_test)}}
+    if shipped_des != des_sim_weights:
+        des_card["training_data"] += "; then fine-tuned on real labelled DES cutouts"
     cards = {
-        "des": {**des_record, **common,
-                "training_data": f"simulated DES g,r,z sky, {len(tr)} train / {len(va)} validation"
-                + ("; then fine-tuned on real labelled DES cutouts" if shipped_des != des_sim_weights
-                   else ""),
-                "metrics": des_metrics},
+        "des": des_card,
         "hsc": {**hsc_record, **common,
-                "training_data": f"simulated-sky DES model fine-tuned on {len(ft)} simulated HSC "
+                "training_data": f"the DES network fine-tuned on {len(ft)} simulated HSC "
                                  "g,r,i cutouts",
+                "decision_threshold": 0.5,
                 "metrics": {"simulated_hsc_test_before_finetune": _metrics(before),
                             "simulated_hsc_test_after_finetune": _metrics(after)}},
     }

@@ -24,6 +24,8 @@ __all__ = [
     "save_dataset",
     "split_dataset",
     "train",
+    "augment_batch",
+    "cosine_cycle_rate",
 ]
 
 
@@ -67,22 +69,93 @@ def split_dataset(n, fractions=(0.75, 0.125, 0.125), seed=0):
     return tuple(np.split(order, cuts))
 
 
-def _augmenting_dataset(X, y, batch_size, seed, augment):
+def augment_batch(images, seed=None):
+    """Random flips, 90° rotations and shifts, drawn per image, on a whole batch.
+
+    Parameters
+    ----------
+    images : tf.Tensor, shape (b, 64, 64, 3), float32
+    seed : tf.Tensor, shape (2,), int, optional
+        Stateless seed of this batch's draws.
+
+    Returns
+    -------
+    tf.Tensor
+        The augmented batch, same shape: each image flipped left-right with
+        probability 1/2, rotated by k·90° (k uniform in 0-3) and shifted by
+        up to :data:`MAX_SHIFT_PIX` pixels on each axis (reflected edges).
+    """
     import tensorflow as tf
 
-    def augment_one(image, label):
-        image = tf.image.convert_image_dtype(image, tf.float32)
-        if augment:
-            image = tf.image.random_flip_left_right(image)
-            image = tf.image.rot90(image, tf.random.uniform([], 0, 4, tf.int32))
-            padded = tf.pad(image, [[MAX_SHIFT_PIX] * 2, [MAX_SHIFT_PIX] * 2, [0, 0]], "REFLECT")
-            image = tf.image.random_crop(padded, tf.shape(image))
-        return image, label
+    seeds = tf.random.split(seed, 4) if seed is not None else [None] * 4
 
-    data = tf.data.Dataset.from_tensor_slices((X, y.astype(np.float32)))
+    def draw(shape, upper, i):
+        if seed is None:
+            return tf.random.uniform(shape, 0, upper, tf.int32)
+        return tf.random.stateless_uniform(shape, seeds[i], 0, upper, tf.int32)
+
+    n, side = tf.shape(images)[0], images.shape[1]
+    flip = draw([n], 2, 0) == 1
+    images = tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)
+    rotations = tf.stack([tf.image.rot90(images, k) for k in range(4)], axis=1)
+    images = tf.gather(rotations, draw([n], 4, 1), axis=1, batch_dims=1)
+    pad = MAX_SHIFT_PIX
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], "REFLECT")
+    base = tf.range(side)[None, :]
+    rows = base + draw([n, 1], 2 * pad + 1, 2)
+    cols = base + draw([n, 1], 2 * pad + 1, 3)
+    images = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(images, cols, axis=2, batch_dims=1)
+
+
+def _augmenting_dataset(X, y, batch_size, seed, augment, repeat=False):
+    """Shuffled uint8 images as float32 batches, augmented a batch at a time."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((X, np.asarray(y, np.float32)))
     data = data.shuffle(len(X), seed=seed, reshuffle_each_iteration=True)
-    data = data.map(augment_one, num_parallel_calls=tf.data.AUTOTUNE)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if repeat:
+        data = data.repeat()
+    data = data.batch(batch_size)
+    if augment:
+        counter = tf.data.Dataset.counter()
+        data = tf.data.Dataset.zip((data, counter))
+
+        def transform(batch, step):
+            images, labels = batch
+            images = tf.cast(images, tf.float32) / 255.0
+            return augment_batch(images, tf.stack([tf.cast(seed, tf.int64), step])), labels
+    else:
+        def transform(images, labels):
+            return tf.cast(images, tf.float32) / 255.0, labels
+    return data.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def cosine_cycle_rate(epoch, learning_rate, cycle_epochs, min_learning_rate):
+    """Learning rate of a cosine cycle restarting every ``cycle_epochs`` epochs.
+
+    Snapshot ensembles (Huang et al. 2017): each cycle ends in a different
+    low-loss model, all from one run.
+    """
+    phase = (epoch % cycle_epochs) / cycle_epochs
+    return min_learning_rate + 0.5 * (learning_rate - min_learning_rate) * (1 + np.cos(np.pi * phase))
+
+
+def _schedule_callbacks(output_dir, learning_rate, cycle_epochs, min_learning_rate):
+    keras = import_keras()
+
+    def rate(epoch, _current):
+        return float(cosine_cycle_rate(epoch, learning_rate, cycle_epochs, min_learning_rate))
+
+    class Snapshot(keras.callbacks.Callback):
+        """Keep the weights at the end of every cycle."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if (epoch + 1) % cycle_epochs == 0:
+                path = output_dir / f"snapshot_{(epoch + 1) // cycle_epochs:02d}.weights.h5"
+                self.model.save_weights(path)
+
+    return [keras.callbacks.LearningRateScheduler(rate), Snapshot()]
 
 
 def _time_budget_callback(seconds):
@@ -108,10 +181,25 @@ def _time_budget_callback(seconds):
     return TimeBudget(seconds)
 
 
+def _read_history(path):
+    """Per-epoch history from the CSV log (all sittings of a resumed run)."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    history = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "epoch":
+                history.setdefault(key, []).append(float("nan") if value == "NA" else float(value))
+    return history
+
+
 def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["epochs"],
           batch_size=TRAIN_DEFAULTS["batch_size"], learning_rate=TRAIN_DEFAULTS["learning_rate"],
           initial_weights=None, augment=True, patience=None, time_budget=None, seed=0,
-          verbose=2, notes=None):
+          verbose=2, notes=None, steps_per_epoch=None, cycle_epochs=None,
+          min_learning_rate=None, resume=True):
     """Train (or fine-tune) DeepShadows and keep the best epoch.
 
     Parameters
@@ -138,6 +226,21 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
         whether the budget stopped the run.
     seed : int
         Seeds Keras, TensorFlow and the shuffling.
+    steps_per_epoch : int, optional
+        Batches per epoch (default: one pass over ``X_train``); shorter
+        epochs give more frequent checkpoints and validation on big sets.
+    cycle_epochs : int, optional
+        Cosine learning-rate cycles of this many epochs, from
+        ``learning_rate`` down to ``min_learning_rate``, restarting; the
+        weights at the end of cycle k are kept as ``snapshot_{k:02d}.weights.h5``
+        (a snapshot ensemble).  Default: the constant rate of the paper.
+    min_learning_rate : float, optional
+        End of each cycle (default ``learning_rate / 100``).
+    resume : bool
+        Keep the model and optimiser state after every epoch in
+        ``output_dir/backup`` and, when that exists, continue from it: an
+        interrupted run resumes at its last finished epoch, and a finished
+        one asked for more ``epochs`` goes on from where it ended.
 
     Returns
     -------
@@ -155,10 +258,29 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
     best = output_dir / "best.weights.h5"
     has_val = X_val is not None
     monitor = "val_loss" if has_val else "loss"
-    callbacks = [keras.callbacks.CSVLogger(output_dir / "history.csv")]
+    log = output_dir / "history.csv"
+    backup = output_dir / "backup"
+    resuming = resume and backup.exists()
+    if not resuming and log.exists():
+        log.unlink()
+    callbacks = []
+    if resume:
+        # Restores weights, optimiser state and the epoch count.  Kept after
+        # the run completes, so asking the same run for more epochs
+        # continues it.
+        callbacks.append(keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False))
+    if cycle_epochs:
+        # Before the logger, so each epoch's rate is in its row.
+        min_rate = learning_rate / 100 if min_learning_rate is None else min_learning_rate
+        callbacks += _schedule_callbacks(output_dir, learning_rate, int(cycle_epochs), min_rate)
+    callbacks.append(keras.callbacks.CSVLogger(log, append=True))
     if has_val:
+        # A resumed run must not replace the best epoch of an earlier
+        # sitting with a worse one.
+        earlier = _read_history(log).get(monitor) if resuming and log.exists() else None
         callbacks.append(keras.callbacks.ModelCheckpoint(
-            best, monitor=monitor, save_best_only=True, save_weights_only=True))
+            best, monitor=monitor, save_best_only=True, save_weights_only=True,
+            initial_value_threshold=min(earlier) if earlier else None))
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=patience))
     budget = _time_budget_callback(time_budget) if time_budget else None
@@ -166,15 +288,18 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
         callbacks.append(budget)
     val = (np.asarray(X_val, np.float32) / 255.0, np.asarray(y_val, np.float32)) if has_val else None
     started = time.time()
-    history = network.fit(
-        _augmenting_dataset(np.asarray(X_train), np.asarray(y_train), batch_size, seed, augment),
+    network.fit(
+        _augmenting_dataset(np.asarray(X_train), np.asarray(y_train), batch_size, seed, augment,
+                            repeat=steps_per_epoch is not None),
         validation_data=val, epochs=epochs, callbacks=callbacks, verbose=verbose,
+        steps_per_epoch=steps_per_epoch,
     )
     network.save_weights(output_dir / "last.weights.h5")
     if not has_val:
         # Without a validation set there is no "best" epoch: keep the last.
         network.save_weights(best)
-    losses = history.history[monitor]
+    history = _read_history(log)
+    losses = history[monitor]
     chosen = int(np.argmin(losses)) if has_val else len(losses) - 1
     record = {
         "package_version": __version__,
@@ -182,7 +307,7 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
         "best_epoch": chosen + 1,
         "selected_by": "lowest validation loss" if has_val else "last epoch (no validation set)",
         "best_val_loss": float(losses[chosen]) if has_val else None,
-        "best_val_accuracy": float(history.history["val_accuracy"][chosen]) if has_val else None,
+        "best_val_accuracy": float(history["val_accuracy"][chosen]) if has_val else None,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "optimizer": "Adadelta",
@@ -197,7 +322,10 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
         "weights_sha256": file_sha256(best),
         "seconds": round(time.time() - started, 1),
         "notes": notes or {},
-        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "steps_per_epoch": steps_per_epoch,
+        "cycle_epochs": cycle_epochs,
+        "snapshots": sorted(p.name for p in output_dir.glob("snapshot_*.weights.h5")),
+        "history": history,
     }
     (output_dir / "training.json").write_text(json.dumps(record, indent=1))
     return record

@@ -65,3 +65,35 @@ def test_fast_resample_metrics_equal_sklearn():
         slow = binary_metrics(y, p, 0.5)
         for name in METRIC_NAMES:
             np.testing.assert_allclose(fast[name], slow[name], atol=1e-12, equal_nan=True, err_msg=name)
+
+
+def test_best_threshold_sits_in_the_middle_of_the_widest_best_gap():
+    from lsbg_classify.evaluate import best_threshold
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    prob = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    assert best_threshold(y, prob) == pytest.approx(0.5)
+    # Shifted scores move the threshold with them.
+    assert best_threshold(y, prob * 0.5) == pytest.approx(0.25)
+    # Accuracy is maximal for any t in (0.3, 0.7]: every candidate beats 0.9.
+    y2 = np.array([0, 0, 1, 0, 1, 1])
+    t = best_threshold(y2, np.array([0.1, 0.2, 0.3, 0.4, 0.8, 0.9]))
+    acc = np.mean((np.array([0.1, 0.2, 0.3, 0.4, 0.8, 0.9]) >= t) == (y2 == 1))
+    assert acc == pytest.approx(5 / 6)
+
+
+def test_crossvalidated_threshold_scores_each_cutout_with_a_threshold_it_did_not_choose():
+    from lsbg_classify.evaluate import crossvalidated_threshold
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50)
+    # Separable scores whose boundary is at 0.8, not 0.5.
+    prob = np.where(y == 1, rng.uniform(0.82, 1.0, 100), rng.uniform(0.0, 0.78, 100))
+    result = crossvalidated_threshold(y, prob, folds=5, repeats=3)
+    assert 0.78 < result["threshold"] < 0.82
+    assert result["cv_accuracy"] == pytest.approx(1.0)
+    assert np.mean((prob >= 0.5) == (y == 1)) < 1.0
+    # Pure noise: the chosen threshold cannot generalise, and the honest
+    # estimate says so.
+    noise = crossvalidated_threshold(y, rng.uniform(0, 1, 100), folds=5, repeats=5)
+    assert noise["cv_accuracy"] < 0.65

@@ -6,8 +6,10 @@ import pytest
 from lsbg_classify.model import load_model
 from lsbg_classify.recipes import build_bundled_models
 
-TINY = {"des_cutouts": 48, "des_epochs": 1, "des_patience": None, "hsc_finetune": 16,
-        "hsc_validation": 8, "hsc_test": 16, "hsc_epochs": 1, "real_folds": 2}
+TINY = {"des_train": 48, "des_validation": 16, "des_test": 16, "des_epochs": 4,
+        "des_steps_per_epoch": 2, "des_cycle_epochs": 2, "ensemble_members": 2, "distil_cutouts": 24,
+        "distil_epochs": 1, "threshold_folds": 2, "hsc_finetune": 16, "hsc_validation": 8,
+        "hsc_test": 16, "hsc_epochs": 1, "real_folds": 2}
 
 
 @pytest.mark.slow
@@ -19,21 +21,32 @@ def test_build_models_runs_the_whole_recipe_and_installs_cards(tmp_path):
              None)
     cards = build_bundled_models(tmp_path / "work", real_sets={"dev": real, "other": other},
                                  real_finetune=real, ship_finetuned=True,
+                                 threshold_set=tuple(a.copy() for a in real),
                                  install_dir=tmp_path / "models", recipe=TINY, verbose=0)
     for name in ("des", "hsc"):
         weights = tmp_path / "models" / f"{name}.weights.h5"
         card = json.loads((tmp_path / "models" / f"{name}.json").read_text())
         assert card["weights_sha256"] == load_model(weights).weights_sha256
-        assert card["epochs_run"] == 1 and card["simulator_version"]
+        assert card["simulator_version"] and 0 < card["decision_threshold"] < 1
         assert card == json.loads(json.dumps(cards[name]))
-    des = cards["des"]["metrics"]
-    assert set(des) == {"simulated_des_test", "real_dev_simulated_sky_model",
-                        "real_other_simulated_sky_model", "real_finetune_crossfit",
-                        "real_other_finetuned_model"}
+    des_card = cards["des"]
+    # Two snapshots (one per 2-epoch cycle), averaged, then distilled.
+    assert des_card["ensemble_members"] == ["snapshot_01.weights.h5", "snapshot_02.weights.h5"]
+    assert des_card["snapshot_training"]["epochs_run"] == 4
+    assert des_card["shipped_step"] == "distilled"
+    assert set(des_card["steps"]) == {"last_snapshot", "ensemble_tta", "distilled",
+                                      "distilled_cv_threshold"}
+    chosen = des_card["threshold_selection"]
+    assert chosen["subset"] == "random" and chosen["n"] == 8
+    assert chosen["threshold"] == des_card["decision_threshold"]
+    des = des_card["metrics"]
+    assert set(des) == {"simulated_des_test", "real_dev_shipped_model",
+                        "real_other_shipped_model", "real_finetune_crossfit"}
     assert set(des["real_finetune_crossfit"]) == {"all", "random", "hard"}
     assert des["real_finetune_crossfit"]["all"]["n"] == 12
     assert cards["hsc"]["metrics"]["simulated_hsc_test_after_finetune"]["n"] == 16
     # Finished steps are reused: a second call trains nothing new.
-    before = (tmp_path / "work" / "des" / "training.json").stat().st_mtime
+    before = [(tmp_path / "work" / d / "training.json").stat().st_mtime for d in ("des", "student")]
     build_bundled_models(tmp_path / "work", recipe=TINY, verbose=0)
-    assert (tmp_path / "work" / "des" / "training.json").stat().st_mtime == before
+    assert [(tmp_path / "work" / d / "training.json").stat().st_mtime
+            for d in ("des", "student")] == before
