@@ -174,13 +174,17 @@ _MODELS = {
 }
 
 # Converts the formal aperture depth into the per-pixel noise of viewer
-# cutouts (white on the native grid).  Calibrated so the background noise
-# (MAD per channel) and texture of simulated des-dr1 cutouts, shrunk to
-# 64 px the way the reference cutouts were (see RESAMPLE_METHODS), match
-# des_real_10: MAD R/G/B about 11/6/8 levels of 255.  The factor above 1
-# absorbs coadd depth variations, masked exposures and the viewer's
-# resampling.
-_NOISE_CALIBRATION = 2.4
+# cutouts (white on the native grid), per band (bluest first).  Calibrated
+# so the background noise (MAD per channel) of simulated des-dr1 cutouts,
+# shrunk to 64 px with the paper's PIL resize, matches des_real_10 (made by
+# the paper's pipeline): MAD R/G/B about 11/7/8 levels of 255.  Factors
+# above 1 absorb coadd depth variations, masked exposures and the viewer's
+# resampling.  HSC has no real cutouts here: it takes their geometric mean.
+_NOISE_CALIBRATION = {"des": (3.14, 5.69, 3.6), "hsc": (4.0, 4.0, 4.0)}
+
+
+def _noise_calibration(model):
+    return np.asarray(_NOISE_CALIBRATION["hsc" if model is _MODELS["hsc"] else "des"])
 
 # Brightness of sources relative to the noise and the colour stretch.  Real
 # viewer cutouts (des_real_10, des_dev_119) show candidates, field sources
@@ -276,14 +280,15 @@ def _draw_conditions(rng, model, native_scale, randomize):
     beta = rng.uniform(2.6, 4.2)
     # Per-pixel noise from the 10-sigma aperture depth (1.95" diameter).
     ap_pix = math.pi * (1.95 / 2) ** 2 / native_scale**2
-    sigma = _mag_to_nmgy(model.depth10) / 10.0 / math.sqrt(ap_pix) * _NOISE_CALIBRATION
+    sigma = (_mag_to_nmgy(model.depth10) / 10.0 / math.sqrt(ap_pix)
+             * _noise_calibration(model))
     dscatter = model.depth_scatter
     if randomize:
-        # Covers des-dr1 (shallow) to DR9/DES-Y6-like, whose g and r noise
-        # in the dev-set cutouts is about 0.55-0.65 of des-dr1's: the lower
-        # bound leaves room below that, and the per-band jitter lets the
-        # noise colour vary as it does between releases.
-        depth_factor = math.exp(rng.uniform(math.log(0.35), math.log(1.5)))
+        # Covers des-dr1 (1.0-1.3 with the calibration above) and the DR9
+        # dev-set cutouts (about 0.6: their MAD R/G/B of 6.3/4.4/4.4 levels
+        # is matched there), with some room on both sides; the per-band
+        # jitter lets the noise colour vary as it does between releases.
+        depth_factor = math.exp(rng.uniform(math.log(0.42), math.log(1.35)))
         band_jitter = 0.15
     else:
         depth_factor = math.exp(rng.normal(0.0, dscatter))
