@@ -1,7 +1,9 @@
 """Sphinx configuration of the lsbg-classify documentation.
 
 Build with ``sphinx-build -W -b html docs docs/_build/html`` from the
-repository root (or ``tox -e docs``).  Nothing here reaches the network.
+repository root (or ``tox -e docs``).  The build works offline (intersphinx
+inventories are optional), writes nothing into the source tree and reads
+nothing outside the repository unless ``LSBG_CLASSIFY_REAL_DATA`` is set.
 """
 
 import os
@@ -16,52 +18,91 @@ from lsbg_classify.version import __version__  # noqa: E402
 # -- Real-vs-simulated contact sheets ------------------------------------------
 
 # The real cutouts are public but are never committed to this repository, so
-# the sheets comparing them with simulated ones are drawn at build time from
-# the data directory (``LSBG_CLASSIFY_REAL_DATA``, default ``../shared/data``
-# beside the repository).  Without it a placeholder says so.
-_DOCS = os.path.dirname(os.path.abspath(__file__))
-_GENERATED = os.path.join(_DOCS, "_generated")
-_REAL_DATA = os.environ.get(
-    "LSBG_CLASSIFY_REAL_DATA", os.path.join(_DOCS, "..", "..", "shared", "data")
-)
-#: (sheet name, real file, selection, simulated like the training set?)
-_SHEETS = [
-    ("real_vs_simulated_dr1", "des_real_10.npz", None, False),
-    ("real_vs_simulated_dr9", "des_dev_119.npz", "random", True),
-]
+# the sheets comparing them with simulated ones (the ``real-vs-simulated``
+# directive of docs/calibration.rst) are drawn at build time only when
+# ``LSBG_CLASSIFY_REAL_DATA`` names the data directory; otherwise a
+# placeholder says so.  The build reads nothing outside the repository by
+# default, and the sheets are embedded in the page as data URIs, so nothing
+# is written into the source tree either.
 _SHEET_COLUMNS = 10
 
 
-def _placeholder(path, text):
-    from PIL import Image, ImageDraw
+def _png_bytes(draw):
+    """PNG bytes of ``draw(path)``, drawn into a temporary directory outside the tree."""
+    import tempfile
 
-    img = Image.new("RGB", (660, 60), (240, 240, 240))
-    ImageDraw.Draw(img).text((10, 22), text, fill=(0, 0, 0))
-    img.save(path)
+    with tempfile.TemporaryDirectory(prefix="lsbg-classify-docs-") as tmp:
+        path = os.path.join(tmp, "sheet.png")
+        draw(path)
+        with open(path, "rb") as f:
+            return f.read()
 
 
-def _draw_real_vs_simulated_sheets():
+def _placeholder(text):
+    def draw(path):
+        from PIL import Image, ImageDraw
+
+        img = Image.new("RGB", (660, 60), (240, 240, 240))
+        ImageDraw.Draw(img).text((10, 22), text, fill=(0, 0, 0))
+        img.save(path)
+
+    return _png_bytes(draw)
+
+
+def real_vs_simulated_png(filename, selection=None, randomize=False):
+    """PNG of real cutouts from ``$LSBG_CLASSIFY_REAL_DATA/des_real/filename`` above simulated ones."""
+    data_dir = os.environ.get("LSBG_CLASSIFY_REAL_DATA")
+    if not data_dir:
+        return _placeholder(f"{filename}: set LSBG_CLASSIFY_REAL_DATA to show the real cutouts")
+    source = os.path.join(data_dir, "des_real", filename)
+    if not os.path.exists(source):
+        return _placeholder(f"{filename} not found at build time: real cutouts not shown")
     import numpy as np
 
     from lsbg_classify.calibration import contact_sheet
     from lsbg_classify.simulation import make_training_set
 
-    os.makedirs(_GENERATED, exist_ok=True)
-    for name, filename, selection, randomize in _SHEETS:
-        path = os.path.join(_GENERATED, name + ".png")
-        source = os.path.join(_REAL_DATA, "des_real", filename)
-        if not os.path.exists(source):
-            _placeholder(path, f"{filename} not found at build time: real cutouts not shown")
-            continue
-        with np.load(source, allow_pickle=False) as data:
-            real = data["X"] if selection is None else data["X"][data["selection"] == selection]
-        real = real[: 2 * _SHEET_COLUMNS]
-        sim, _ = make_training_set(len(real), survey="des", seed=0, randomize=randomize,
-                                   resample="mixed" if randomize else "bilinear", workers=1)
-        contact_sheet(real, sim, path, ncols=_SHEET_COLUMNS)
+    with np.load(source, allow_pickle=False) as data:
+        real = data["X"] if selection is None else data["X"][data["selection"] == selection]
+    real = real[: 2 * _SHEET_COLUMNS]
+    sim, _ = make_training_set(len(real), survey="des", seed=0, randomize=randomize,
+                               resample="mixed" if randomize else "bilinear", workers=1)
+    return _png_bytes(lambda path: contact_sheet(real, sim, path, ncols=_SHEET_COLUMNS))
 
 
-_draw_real_vs_simulated_sheets()
+def _real_vs_simulated_directive():
+    from docutils import nodes
+    from docutils.parsers.rst import directives
+    from sphinx.util.docutils import SphinxDirective
+
+    from lsbg_classify.sheets import png_data_uri
+
+    class RealVsSimulated(SphinxDirective):
+        """``.. real-vs-simulated:: FILE.npz`` (options ``:selection:``, ``:randomize:``); content: caption."""
+
+        required_arguments = 1
+        has_content = True
+        option_spec = {"selection": directives.unchanged, "randomize": directives.flag}
+
+        def run(self):
+            png = real_vs_simulated_png(self.arguments[0], self.options.get("selection"),
+                                        "randomize" in self.options)
+            figure = nodes.figure()
+            figure += nodes.image(uri=png_data_uri(png), width="100%",
+                                  alt=f"real {self.arguments[0]} cutouts above simulated ones")
+            if self.content:
+                text = " ".join(self.content)
+                caption, messages = self.state.inline_text(text, self.lineno)
+                figure += nodes.caption(text, "", *caption)
+                figure += messages
+            return [figure]
+
+    return RealVsSimulated
+
+
+def setup(app):
+    app.add_directive("real-vs-simulated", _real_vs_simulated_directive())
+
 
 # -- Project -----------------------------------------------------------------
 
@@ -76,6 +117,7 @@ release = __version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.intersphinx",
+    "sphinx.ext.extlinks",
     "sphinx.ext.viewcode",
     "numpydoc",
 ]
@@ -86,15 +128,46 @@ source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
 language = "en"
 
-# Unresolved cross-references (e.g. to numpy or astropy objects, which have
-# no inventory here) are not errors.
+# Unresolved cross-references (e.g. to numpy or astropy objects when their
+# inventories cannot be fetched) are not errors.
 nitpicky = False
 
 # -- intersphinx ---------------------------------------------------------------
 
-# Inventories would have to be downloaded; the documentation is built
-# offline, so none are configured.
-intersphinx_mapping = {}
+# Links to the Python, NumPy, astropy and astroquery documentation.  The
+# build must work offline: each project's last inventory location is an
+# empty inventory written to a temporary file, so an unreachable site costs
+# an informational message (and plain-text references), never a warning
+# that ``-W`` would turn into an error.  Keras publishes no Sphinx
+# inventory (keras.io is not built with Sphinx): the ``:keras:`` role below
+# links to its API pages instead.
+intersphinx_timeout = 5
+
+
+def _empty_inventory():
+    import tempfile
+    import zlib
+
+    path = os.path.join(tempfile.gettempdir(), "lsbg-classify-docs-empty-objects.inv")
+    header = (b"# Sphinx inventory version 2\n# Project: offline\n# Version: 0\n"
+              b"# The remainder of this file is compressed using zlib.\n")
+    with open(path, "wb") as f:
+        f.write(header + zlib.compress(b""))
+    return path
+
+
+_OFFLINE_INVENTORY = _empty_inventory()
+intersphinx_mapping = {
+    name: (url, (None, _OFFLINE_INVENTORY))
+    for name, url in {
+        "python": "https://docs.python.org/3/",
+        "numpy": "https://numpy.org/doc/stable/",
+        "astropy": "https://docs.astropy.org/en/stable/",
+        "astroquery": "https://astroquery.readthedocs.io/en/latest/",
+    }.items()
+}
+
+extlinks = {"keras": ("https://keras.io/api/%s", "%s")}
 
 # -- autodoc -----------------------------------------------------------------
 
@@ -111,10 +184,21 @@ numpydoc_class_members_toctree = False
 
 # -- HTML --------------------------------------------------------------------
 
-html_theme = "alabaster"
+# The PyData theme (what astropy's documentation is built on) when the docs
+# extra installed it, else Sphinx's default theme.
 html_title = f"lsbg-classify {release}"
 html_static_path = []
-html_theme_options = {
-    "description": "DeepShadows LSBG-vs-artifact classification of survey candidate catalogs",
-    "fixed_sidebar": True,
-}
+try:
+    import pydata_sphinx_theme  # noqa: F401
+except ImportError:
+    html_theme = "alabaster"
+    html_theme_options = {
+        "description": "DeepShadows LSBG-vs-artifact classification of survey candidate catalogs",
+        "fixed_sidebar": True,
+    }
+else:
+    html_theme = "pydata_sphinx_theme"
+    html_theme_options = {
+        "navigation_with_keys": False,
+        "show_toc_level": 2,
+    }

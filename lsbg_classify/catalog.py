@@ -56,6 +56,7 @@ __all__ = [
     "RA_NAMES",
     "DEC_NAMES",
     "OUTPUT_COLUMNS",
+    "OUTPUT_UCDS",
     "PROVENANCE_KEY",
     "FORMATS",
     "Positions",
@@ -92,6 +93,10 @@ DEC_NAMES = (
 
 #: Result columns added by :func:`add_result_columns` with the default prefix.
 OUTPUT_COLUMNS = ("lsbg_prob", "lsbg_class", "lsbg_status")
+
+#: IVOA UCDs of the result columns, in the order of :data:`OUTPUT_COLUMNS`
+#: (stored as ``column.meta["ucd"]``; VOTable FIELD ``ucd``, FITS ``TUCDn``).
+OUTPUT_UCDS = ("stat.probability", "meta.code.class", "meta.code.status")
 
 #: Key of ``table.meta`` holding the run's provenance (a flat dict).
 PROVENANCE_KEY = "LSBG_CLASSIFY"
@@ -212,7 +217,10 @@ def read_catalog(path, format=None, **kwargs):
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     if not isinstance(table, Table):  # e.g. a reader handing back a list of tables
         raise CatalogError(f"cannot read catalog {path}{how}: got {type(table).__name__}")
-    _gather_fits_provenance(table.meta)
+    if fmt == "parquet":
+        _restore_parquet_nulls(table, path)
+    _fits_column_cards_to_columns(table)
+    _gather_provenance(table.meta)
     _bytes_to_str(table)
     return table
 
@@ -688,15 +696,16 @@ def _result_columns(n, prob, lsbg_class, status, names):
     if unknown:
         raise ValueError(f"unknown status values {unknown}; use {_status.ALL_STATUSES}")
     p_name, c_name, s_name = names
+    p_ucd, c_ucd, s_ucd = OUTPUT_UCDS
     return [
         MaskedColumn(np.where(no_score, np.nan, p).astype(np.float32), name=p_name,
-                     mask=no_score, fill_value=np.nan,
+                     mask=no_score, fill_value=np.nan, meta={"ucd": p_ucd},
                      description="DeepShadows probability that the candidate is a real LSBG "
-                                 "(0-1); masked (NaN) where not scored, see the status column"),
-        MaskedColumn(c, name=c_name, mask=c_mask, fill_value=-1,
+                                 "(0-1); null where not scored, see the status column"),
+        MaskedColumn(c, name=c_name, mask=c_mask, fill_value=-1, meta={"ucd": c_ucd},
                      description="1 = LSBG, 0 = artifact (probability >= threshold); "
-                                 "masked (-1) where not scored"),
-        Column(s.astype(f"U{_status.STATUS_WIDTH}"), name=s_name,
+                                 "null where not scored"),
+        Column(s.astype(f"U{_status.STATUS_WIDTH}"), name=s_name, meta={"ucd": s_ucd},
                description="processing status: " + ", ".join(_status.ALL_STATUSES)),
     ]
 
@@ -784,7 +793,7 @@ def _fits_ready(table):
         for key, value in _flat_provenance(prov).items():
             card_key = f"{PROVENANCE_KEY} {key.upper()}"
             if isinstance(value, str):
-                value = value.encode("ascii", "backslashreplace").decode("ascii")
+                value = _fits_text(value)
             try:
                 fits.Card(card_key, value).image  # noqa: B018  (raises if it cannot be a card)
             except (ValueError, VerifyError):
@@ -808,13 +817,136 @@ def _upcast_int8(table):
     return out
 
 
-def _gather_fits_provenance(meta):
-    """Undo :func:`_fits_ready`: ``LSBG_CLASSIFY KEY`` cards back into one dict."""
-    head = PROVENANCE_KEY + " "
-    keys = [k for k in meta if isinstance(k, str) and k.upper().startswith(head)]
-    if not keys or isinstance(meta.get(PROVENANCE_KEY), Mapping):
+def _gather_provenance(meta):
+    """Gather provenance spread over ``meta`` keys back into one dict.
+
+    Undoes :func:`_fits_ready` (``LSBG_CLASSIFY KEY`` header cards) and
+    :func:`_dotted_provenance` (``LSBG_CLASSIFY.key`` entries of ECSV).
+    """
+    if isinstance(meta.get(PROVENANCE_KEY), Mapping):
         return
-    meta[PROVENANCE_KEY] = {k[len(head):].lower(): meta.pop(k) for k in keys}
+    gathered = {}
+    for key in [k for k in meta if isinstance(k, str)]:
+        head = key[:len(PROVENANCE_KEY) + 1]
+        if head.upper() == PROVENANCE_KEY + " ":
+            gathered[key[len(head):].lower()] = meta.pop(key)
+        elif head == PROVENANCE_KEY + ".":
+            gathered[key[len(head):]] = meta.pop(key)
+    if gathered:
+        meta[PROVENANCE_KEY] = gathered
+
+
+def _dotted_provenance(prov):
+    """The provenance dict as flat ``LSBG_CLASSIFY.<key>`` entries."""
+    return {f"{PROVENANCE_KEY}.{k}": v for k, v in _flat_provenance(prov).items()}
+
+
+def _ecsv_ready(table):
+    """Shallow copy for ECSV: provenance as flat ``LSBG_CLASSIFY.<key>`` header keys.
+
+    A nested mapping would be one opaque YAML entry to other ECSV readers
+    and to anyone reading the header; flat keys match the VOTable PARAMs.
+    """
+    prov = table.meta.get(PROVENANCE_KEY)
+    if not isinstance(prov, Mapping):
+        return table
+    out = table.copy(copy_data=False)
+    out.meta = {}
+    for key, value in table.meta.items():
+        out.meta.update(_dotted_provenance(value) if key == PROVENANCE_KEY else {key: value})
+    return out
+
+
+def _parquet_ready(table):
+    """Shallow copy for Parquet: masked values become Arrow nulls.
+
+    astropy's default writes each mask as an extra ``<name>.mask`` column
+    with the data under it, which pyarrow, pandas and TOPCAT show as
+    ordinary values (a masked ``r_eff`` read back as 0.0).
+    """
+    out = table.copy(copy_data=False)
+    for col in out.itercols():
+        if isinstance(col, MaskedColumn):
+            col.info.serialize_method = {**col.info.serialize_method, "parquet": "null_value"}
+    return out
+
+
+def _restore_parquet_nulls(table, path):
+    """Mask the Arrow nulls of ``path`` in ``table`` as read by astropy.
+
+    astropy's Parquet reader turns nulls into NaN (and integers into floats)
+    or into the text ``"None"``; read the columns that hold nulls again with
+    pyarrow and rebuild them as masked columns of the file's type.
+    """
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    nulls = set()
+    for group in range(meta.num_row_groups):
+        for i in range(meta.num_columns):
+            chunk = meta.row_group(group).column(i)
+            stats = chunk.statistics
+            if stats is None or not stats.has_null_count or stats.null_count:
+                nulls.add(chunk.path_in_schema)
+    names = [n for n in table.colnames if n in nulls and isinstance(table[n], Column)]
+    if not names:
+        return
+    arrow = pq.read_table(path, columns=names)
+    for name in names:
+        table.replace_column(name, _masked_from_arrow(arrow[name], table[name]))
+
+
+def _masked_from_arrow(chunked, like):
+    """MaskedColumn from an Arrow column, with the attributes of ``like``."""
+    import pyarrow as pa
+
+    mask = chunked.is_null().to_numpy(zero_copy_only=False)
+    kind = chunked.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        data, dtype = chunked.fill_null("").to_numpy(zero_copy_only=False), like.dtype
+        dtype = dtype if dtype.kind == "U" else str
+    elif pa.types.is_boolean(kind):
+        data, dtype = chunked.fill_null(False).to_numpy(zero_copy_only=False), bool
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        dtype = kind.to_pandas_dtype()
+        data = chunked.fill_null(pa.scalar(0, type=kind)).to_numpy(zero_copy_only=False)
+    else:
+        return like
+    return MaskedColumn(np.asarray(data).astype(dtype), name=like.info.name, mask=mask,
+                        unit=like.info.unit, description=like.info.description,
+                        format=like.info.format, meta=like.info.meta)
+
+
+_FITS_COLUMN_CARDS = re.compile(r"(TCOMM|TUCD)([0-9]+)")
+
+
+def _fits_column_cards_to_columns(table):
+    """Move ``TCOMMn``/``TUCDn`` cards from ``meta`` onto their columns.
+
+    astropy keeps header keywords it does not know as ``meta`` entries;
+    these describe columns (see :func:`_describe_fits_columns`), so they
+    belong to the columns and must not be written back as table keywords.
+    ``LONGSTRN`` only declares the long-string convention of the file.
+    """
+    table.meta.pop("LONGSTRN", None)
+    names = table.colnames
+    # Mixin columns (SkyCoord, Time) span several FITS columns: then card
+    # numbers do not map onto table columns, and astropy's own serialized
+    # column block has already restored descriptions and UCDs.
+    plain = all(isinstance(table[n], Column) for n in names)
+    for key in [k for k in table.meta if isinstance(k, str)]:
+        match = _FITS_COLUMN_CARDS.fullmatch(key.upper())
+        if match is None:
+            continue
+        value = table.meta.pop(key)
+        index = int(match.group(2)) - 1
+        if not plain or not 0 <= index < len(names):
+            continue
+        info = table[names[index]].info
+        if match.group(1) == "TCOMM" and not info.description:
+            info.description = value
+        elif match.group(1) == "TUCD" and "ucd" not in (info.meta or {}):
+            info.meta = {**(info.meta or {}), "ucd": value}
 
 
 _VOTABLE_TYPES = ((bool, "boolean", None), (int, "long", None), (float, "double", None),
@@ -827,7 +959,7 @@ def _votable_params(meta):
     pairs = []
     for key, value in meta.items():
         if key == PROVENANCE_KEY and isinstance(value, Mapping):
-            pairs += [(f"{PROVENANCE_KEY}.{k}", v) for k, v in _flat_provenance(value).items()]
+            pairs += list(_dotted_provenance(value).items())
         elif key in _VOTABLE_OWN_META:
             continue
         elif isinstance(value, (str, bool, int, float, np.generic)):
@@ -854,14 +986,55 @@ def _write_votable(table, path):
     vot.to_xml(str(path))
 
 
+def _fits_text(value):
+    """ASCII text for a FITS card (other characters as backslash escapes)."""
+    return str(value).encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _describe_fits_columns(header, table):
+    """Add ``TCOMMn`` (description) and ``TUCDn`` (UCD) cards for the columns of ``table``.
+
+    These are the conventions TOPCAT and STILTS read; astropy alone keeps
+    descriptions only in its serialized-columns COMMENT block.  Adds
+    ``LONGSTRN`` when a card needs the OGIP long-string convention
+    (``CONTINUE`` cards), as fitsverify expects.
+    """
+    for i in range(1, header.get("TFIELDS", 0) + 1):
+        name = header.get(f"TTYPE{i}")
+        if name not in table.colnames or not hasattr(table[name], "info"):
+            continue
+        info = table[name].info
+        ucd = (info.meta or {}).get("ucd")
+        after = f"TFORM{i}"
+        for key, value in ((f"TCOMM{i}", info.description), (f"TUCD{i}", ucd)):
+            if value:
+                header.set(key, _fits_text(value), after=after)
+                after = key
+    long_cards = [n for n, card in enumerate(header.cards) if len(card.image) > fits.Card.length]
+    if long_cards and "LONGSTRN" not in header:
+        header.insert(long_cards[0], ("LONGSTRN", "OGIP 1.0",
+                                      "The OGIP long string convention may be used"))
+
+
+def _write_fits(table, path):
+    """Write a FITS binary table with column descriptions and UCDs as header cards."""
+    hdu = fits.table_to_hdu(_fits_ready(table), character_as_bytes=True)
+    _describe_fits_columns(hdu.header, table)
+    hdu.writeto(path, overwrite=True)
+
+
 def _write(table, tmp, fmt):
     """Write ``table`` to ``tmp`` in ``fmt`` with the per-format adjustments."""
     if fmt == "fits":
-        _fits_ready(table).write(tmp, format=fmt, overwrite=True)
+        _write_fits(table, tmp)
     elif fmt == "votable":
         _write_votable(_upcast_int8(table), tmp)
     elif fmt == "hdf5":
         table.write(tmp, format=fmt, overwrite=True, path="data", serialize_meta=True)
+    elif fmt == "ascii.ecsv":
+        _ecsv_ready(table).write(tmp, format=fmt, overwrite=True)
+    elif fmt == "parquet":
+        _parquet_ready(table).write(tmp, format=fmt, overwrite=True)
     else:
         table.write(tmp, format=fmt, overwrite=True)
 
@@ -933,12 +1106,24 @@ def write_catalog(table, path, format=None, overwrite=False):
     -----
     CSV keeps values and masks (as empty cells) but no units, descriptions or
     ``meta``; prefer ECSV, FITS or Parquet.  FITS and VOTable get int8
-    columns as int16 (astropy cannot write int8 to them faithfully).  In
-    FITS, ``meta["LSBG_CLASSIFY"]`` becomes ``HIERARCH LSBG_CLASSIFY <KEY>``
-    header cards; in VOTable, scalar ``meta`` entries become typed PARAMs
-    (``LSBG_CLASSIFY.<key>`` for the provenance); :func:`read_catalog`
-    gathers both back.  VOTable cannot hold mixin columns (SkyCoord, Time).
-    HDF5 tables go to the path ``data`` of the file.
+    columns as int16 (astropy cannot write int8 to them faithfully).
+
+    Masked values are nulls in every format that has them: Arrow nulls in
+    Parquet (native types, no ``<name>.mask`` columns; astropy's column
+    metadata is kept in the schema's ``table_meta_yaml``), ``TNULLn`` or
+    NaN in FITS, empty cells in CSV and ECSV, empty cells in VOTable.
+    Column descriptions and UCDs (``column.meta["ucd"]``) go to
+    ``TCOMMn``/``TUCDn`` cards in FITS (with ``LONGSTRN`` when a card is
+    continued), to FIELD ``DESCRIPTION``/``ucd`` in VOTable and to the
+    header of ECSV and Parquet.
+
+    The provenance ``meta["LSBG_CLASSIFY"]`` becomes ``HIERARCH
+    LSBG_CLASSIFY <KEY>`` header cards in FITS, typed PARAMs named
+    ``LSBG_CLASSIFY.<key>`` in VOTable (other scalar ``meta`` entries become
+    PARAMs too) and flat ``LSBG_CLASSIFY.<key>`` header keys in ECSV;
+    :func:`read_catalog` gathers them back.  VOTable cannot hold mixin
+    columns (SkyCoord, Time).  HDF5 tables go to the path ``data`` of the
+    file.
     """
     path = Path(path)
     fmt = _normalise_format(format) if format else format_from_path(path)

@@ -79,3 +79,59 @@ def test_readme_test_command_is_what_ci_runs():
     assert commands[0] in ci, (
         f"the README's test command is not a line of .ci/run:\n  {commands[0]}"
     )
+
+
+def _tree_snapshot(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns)
+                  for p in folder.rglob("*") if "__pycache__" not in p.parts)
+
+
+@pytest.mark.slow
+def test_docs_build_offline_without_writing_into_the_tree(tmp_path):
+    """``sphinx-build -W`` passes with no network and leaves docs/ as it was.
+
+    The proxies point at a closed loopback port, so every intersphinx
+    inventory is unreachable; ``LSBG_CLASSIFY_REAL_DATA`` is unset, so the
+    build must not look outside the repository for real cutouts.
+    """
+    pytest.importorskip("sphinx")
+    pytest.importorskip("numpydoc")
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LSBG_CLASSIFY_REAL_DATA"}
+    env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9",
+               HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
+               no_proxy="", NO_PROXY="", PYTHONPATH=str(ROOT))
+    before = _tree_snapshot(DOCS)
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(DOCS),
+         str(tmp_path / "html"), "-d", str(tmp_path / "doctrees")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert _tree_snapshot(DOCS) == before, "the docs build wrote into docs/"
+    html = tmp_path / "html"
+    assert (html / "changes.html").is_file()
+    assert "data:image/png;base64," in (html / "calibration.html").read_text(encoding="utf-8")
+
+
+def test_docs_read_real_data_only_when_asked():
+    conf = (DOCS / "conf.py").read_text(encoding="utf-8")
+    assert "shared" not in conf, "docs/conf.py must not default to a folder outside the repo"
+    assert 'os.environ.get("LSBG_CLASSIFY_REAL_DATA")' in conf
+
+
+def test_docs_link_the_astronomy_stack():
+    conf = (DOCS / "conf.py").read_text(encoding="utf-8")
+    for site in ("docs.python.org", "numpy.org", "docs.astropy.org", "astroquery", "keras.io"):
+        assert site in conf, site
+    assert "intersphinx_timeout" in conf
+
+
+def test_changelog_page_includes_changes_rst():
+    page = (DOCS / "changes.rst").read_text(encoding="utf-8")
+    assert ".. include:: ../CHANGES.rst" in page
+    index = (DOCS / "index.rst").read_text(encoding="utf-8")
+    assert re.search(r"^\s+changes\s*$", index, re.M)

@@ -1,16 +1,16 @@
 """Image sources for LSBG candidate cutouts.
 
 Backends are found through the ``lsbg_classify.surveys`` entry-point group,
-so another package can add one by declaring, in its own metadata::
+so another package can add one by declaring, in its own ``pyproject.toml``::
 
-    [options.entry_points]
-    lsbg_classify.surveys =
-        mysurvey = mypackage.mymodule:MyBackend
+    [project.entry-points."lsbg_classify.surveys"]
+    mysurvey = "mypackage.backend:MySurveyBackend"
 """
 
 from importlib.metadata import entry_points
 
 from .base import (
+    ENTRY_POINT_GROUP,
     FITS,
     JPEG,
     SURVEYS,
@@ -38,8 +38,6 @@ __all__ = [
     "available_backends",
     "get_backend",
 ]
-
-ENTRY_POINT_GROUP = "lsbg_classify.surveys"
 
 
 def _entry_points():
@@ -80,4 +78,7 @@ def get_backend(backend="legacysurvey", survey="des", **options):
         raise ValueError(
             f"unknown backend {backend!r}; installed backends: {sorted(found)}"
         ) from None
-    return cls(survey=survey, **options)
+    instance = cls(survey=survey, **options)
+    if getattr(cls, "name", None) is None:
+        instance.name = str(backend).lower()  # the entry-point name, as documented
+    return instance

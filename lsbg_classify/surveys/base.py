@@ -16,6 +16,7 @@ import logging
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 
 import astropy.units as u
 
@@ -37,6 +38,9 @@ __all__ = [
 
 JPEG = "jpeg"
 FITS = "fits"
+
+#: Entry-point group in which packages register backends.
+ENTRY_POINT_GROUP = "lsbg_classify.surveys"
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +160,15 @@ class FetchError(Exception):
     """The service could not deliver a cutout (after any retries)."""
 
 
+def _registered_name(cls):
+    """Entry-point name under which ``cls`` is registered, else its class name in lower case."""
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value.replace(" ", "") == target:
+            return ep.name
+    return cls.__name__.lower()
+
+
 class SurveyBackend(ABC):
     """Base class of all image sources.
 
@@ -168,19 +181,41 @@ class SurveyBackend(ABC):
 
     Notes
     -----
-    Subclasses set the class attribute ``name`` and ``formats`` and
-    implement :meth:`request_url` and :meth:`download`.  Everything else
-    (batching, concurrency, cache keys) is shared.
+    Subclasses implement :meth:`request_url` and :meth:`download`, and may
+    set the class attributes
+
+    ``name``
+        The backend's name in cache keys, cache folders and provenance.
+        Left as None, it is the name the class is registered under in the
+        ``lsbg_classify.surveys`` entry-point group (else the class name in
+        lower case).
+    ``formats``
+        Payload formats the backend can deliver, the default first
+        (``("jpeg",)`` unless set).
+    ``remote``
+        Whether downloads talk to a remote service, so that ``workers``
+        threads fetch in parallel (True unless set).
+    ``layer``
+        The image set read, for cache keys and provenance (a str, or a
+        property); None (the default) when the backend reads only one.
+
+    and override :meth:`cache_salt` (anything else that changes the
+    pixels), :meth:`describe` and :meth:`close`.  Everything else
+    (batching, concurrency, cache keys, per-row statuses) is shared.
     """
 
-    #: Entry-point name of the backend.
+    #: Name of the backend; None takes its entry-point name.
     name = None
     #: Payload formats the backend can deliver; the first is the default.
     formats = (JPEG,)
     #: Whether downloads talk to a remote service (then workers > 1 helps).
     remote = True
+    #: Identifier of the image set read (cache keys, provenance); None if only one.
+    layer = None
 
     def __init__(self, survey="des", image_format=None):
+        if self.name is None:
+            self.name = _registered_name(type(self))
         self.survey = survey if isinstance(survey, SurveyInfo) else get_survey(survey)
         image_format = self.formats[0] if image_format is None else image_format.lower()
         if image_format not in self.formats:
@@ -193,11 +228,6 @@ class SurveyBackend(ABC):
     def bands(self):
         """Bands of the colour composite, bluest first."""
         return self.survey.bands
-
-    @property
-    def layer(self):
-        """Identifier of the image set this backend reads (for provenance)."""
-        return self.survey.legacysurvey_layer
 
     @property
     def native_pixel_scale(self):
@@ -249,7 +279,7 @@ class SurveyBackend(ABC):
         parts = (
             self.name,
             self.survey.name,
-            self.layer,
+            self.layer or "",
             f"{round(float(ra), POSITION_DECIMALS):.{POSITION_DECIMALS}f}",
             f"{round(float(dec), POSITION_DECIMALS):.{POSITION_DECIMALS}f}",
             str(self.cutout_size),
@@ -265,8 +295,8 @@ class SurveyBackend(ABC):
         return ""
 
     def describe(self):
-        """Provenance entries for the output table's ``meta``."""
-        return {
+        """Provenance entries for the output table's ``meta`` (``layer`` only if set)."""
+        entries = {
             "backend": self.name,
             "survey": self.survey.name,
             "layer": self.layer,
@@ -274,6 +304,9 @@ class SurveyBackend(ABC):
             "pixel_scale_arcsec": float(self.pixel_scale.to_value(_PER_PIX)),
             "cutout_size_pix": int(self.cutout_size),
         }
+        if entries["layer"] is None:
+            del entries["layer"]
+        return entries
 
     def fetch_one(self, ra, dec):
         """Fetch one position and report the outcome instead of raising."""

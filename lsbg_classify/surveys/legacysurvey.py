@@ -236,6 +236,11 @@ class LegacySurveyBackend(HttpBackend):
         return conf.server, conf.timeout
 
     @property
+    def layer(self):
+        """The viewer layer read: ``des-dr1`` (DES) or ``hsc2`` (HSC)."""
+        return self.survey.legacysurvey_layer
+
+    @property
     def endpoint(self):
         """Full URL of the cutout endpoint for the current format."""
         return f"{self.base_url}/{_ENDPOINTS[self.image_format]}"
