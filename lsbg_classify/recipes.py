@@ -40,7 +40,7 @@ RECIPE = {
     "des_train": 100_000,
     "des_validation": 5_000,
     "des_test": 5_000,
-    "des_epochs": 15,
+    "des_epochs": 30,
     "des_steps_per_epoch": 625,  # 40,000 images: checkpoints and validation every 4-5 min
     "des_cycle_epochs": 3,  # one snapshot every 120,000 images
     "des_learning_rate": TRAIN_DEFAULTS["learning_rate"],
@@ -48,7 +48,7 @@ RECIPE = {
     "des_patience": None,
     "des_time_budget_min": None,  # CPU runs: stop before an epoch that would overrun it
     "ensemble_members": 5,  # the last snapshots
-    "distil_cutouts": 20_000,
+    "distil_cutouts": 30_000,
     "distil_epochs": 3,
     "distil_learning_rate": 0.02,
     "threshold_subset": "random",  # rows of the threshold set that choose it
