@@ -291,7 +291,12 @@ def _backend_from_args(args):
         options["images"] = images
     if args.backend == "simulated":
         options["seed"] = args.seed
-    return get_backend(args.backend, survey=args.survey, **options)
+    try:
+        return get_backend(args.backend, survey=args.survey, **options)
+    except ValueError as exc:
+        if str(exc).startswith("base_url:"):  # the remote backends' URL check
+            raise UsageError("--base-url" + str(exc)[len("base_url"):]) from None
+        raise
 
 
 def _check_output(out, overwrite):

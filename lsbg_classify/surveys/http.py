@@ -148,6 +148,9 @@ def redact_url(url):
         (anything that is not a URL is only stripped of such a part).
     """
     text = str(url)
+    authority = text.split("/", 1)[0]
+    if "://" not in text and "@" in authority:  # "user:password@host/..." with no scheme
+        text = text[len(authority.rsplit("@", 1)[0]) + 1:]
     try:
         parts = urlsplit(text)
     except ValueError:
