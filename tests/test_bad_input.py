@@ -674,9 +674,18 @@ def test_existing_result_columns_are_refused_before_fetching(weights, tmp_path, 
 
 
 def test_existing_result_columns_in_python_name_the_keyword():
+    asked = []
+
+    class Recording(_CannedBackend):
+        def download(self, ra, dec):
+            asked.append((ra, dec))
+            return super().download(ra, dec)
+
     table = Table({"ra": [10.0], "dec": [-45.0], "lsbg_status": ["x"]})
     with pytest.raises(CatalogError, match=r"overwrite_columns=True"):
-        classify_catalog(table, backend="simulated")
+        classify_catalog(table, backend=Recording(), model=LSBGModel(_ConstantNetwork(), "c"),
+                         cache=False, progress=False)
+    assert asked == []  # refused before anything was fetched
 
 
 def test_column_name_the_output_format_cannot_hold_fails_before_fetching(weights, tmp_path,
