@@ -32,32 +32,46 @@ Each file is a small self-describing header followed by the payload::
 
 Writes go to a temporary file in the destination directory that is
 flushed, ``fsync``-ed and then moved into place with :func:`os.replace`, an
-atomic rename: several threads or processes may write the same or different
-keys at once, the last writer wins and a reader sees either a complete old
-file or a complete new one, never a partial file.
+atomic rename (:func:`lsbg_classify.atomic.atomic_write_bytes`): several
+threads or processes may write the same or different keys at once, the last
+writer wins and a reader sees either a complete old file or a complete new
+one, never a partial file.  Temporary files more than an hour old can only
+be leftovers of a killed run; :meth:`CutoutCache.remove_stale_temp_files`
+(called by :meth:`~CutoutCache.clear` and at the start of a classification)
+removes them.
+
+The cache is untrusted input too: an entry is read only if it is a regular
+file (not a link, a FIFO or a device) in its own directory, and only up to
+the byte cap of its format (:mod:`lsbg_classify.limits`).  Anything else
+is damaged: removed, warned about and fetched again.  A cache that cannot be
+written (read-only, full) is warned about once and the run goes on without
+storing cutouts.
 """
 
+import errno
 import hashlib
 import json
 import os
 import pathlib
 import re
+import stat
 import struct
-import sys
-import tempfile
-import time
+import threading
 import warnings
 import zlib
 
 from astropy.utils.exceptions import AstropyUserWarning
 
 from . import status
+from .atomic import atomic_write_bytes, remove_stale_temp_files
+from .limits import MAX_PAYLOAD_BYTES, payload_byte_cap
 from .surveys.base import FetchOutcome, Payload
 
 __all__ = [
     "DEFAULT_CACHE_ENV",
     "default_cache_dir",
     "CacheCorruptionWarning",
+    "CacheUnavailableWarning",
     "CutoutCache",
     "validate_key",
 ]
@@ -115,6 +129,16 @@ class CacheCorruptionWarning(AstropyUserWarning):
     """A cache file was damaged; it was removed and will be fetched again."""
 
 
+class CacheUnavailableWarning(AstropyUserWarning):
+    """The cache cannot be written (read-only, full); cutouts are no longer stored."""
+
+
+# open() flags for reading an entry: never follow a link in the last
+# component, never block on a FIFO (both then fail the regular-file test).
+_READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_BINARY", 0))
+
+
 class _Corrupt(Exception):
     """Internal: the file at hand is not a valid cache entry."""
 
@@ -165,6 +189,10 @@ class CutoutCache:
         Root of the cache; :func:`default_cache_dir` if not given.  It is
         created on the first :meth:`put`, so a cache that is only read
         never creates directories.
+    max_bytes : int or dict, optional
+        Most payload bytes an entry may hold, one for every format or by
+        format; default :data:`lsbg_classify.limits.MAX_PAYLOAD_BYTES`.
+        Larger entries read as damaged.
 
     Raises
     ------
@@ -173,10 +201,10 @@ class CutoutCache:
 
     Notes
     -----
-    An instance holds no mutable state besides its directory name: all
-    coordination goes through the file system (atomic renames), so one
+    All coordination goes through the file system (atomic renames), so one
     instance may be shared by threads and several processes may use the
-    same directory.
+    same directory.  The only state an instance keeps is whether writing
+    has failed (then it stops trying, see :meth:`put`).
 
     Examples
     --------
@@ -188,7 +216,7 @@ class CutoutCache:
     ...     cache.put(key, outcome)
     """
 
-    def __init__(self, directory=None):
+    def __init__(self, directory=None, max_bytes=None):
         if directory is None:
             directory = default_cache_dir()
         self.directory = pathlib.Path(os.fspath(directory)).expanduser()
@@ -196,6 +224,13 @@ class CutoutCache:
         # only on the first lookup, as a NotADirectoryError traceback.
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"cache directory {self.directory} exists but is not a directory")
+        self.max_bytes = max_bytes
+        largest = max(payload_byte_cap(fmt, max_bytes) for fmt in (*MAX_PAYLOAD_BYTES, "other"))
+        # Whole file: prefix, header, payload.
+        self._max_file_bytes = _PREFIX.size + _MAX_HEADER + largest
+        self._write_failed = None
+        self._write_lock = threading.Lock()
+        self._warned = set()
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.directory)!r})"
@@ -217,7 +252,13 @@ class CutoutCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         tag = self.directory / _CACHEDIR_TAG_NAME
         if not tag.exists():
-            _atomic_write(tag, _CACHEDIR_TAG.encode("ascii"), prefix=".CACHEDIR.TAG.")
+            atomic_write_bytes(tag, _CACHEDIR_TAG.encode("ascii"), prefix=".CACHEDIR.TAG.")
+
+    def _inside(self, path):
+        """Whether ``path``'s directory really is its shard directory (no linked folders)."""
+        key = path.name[: -len(_SUFFIX)]
+        expected = os.path.join(os.path.realpath(self.directory), _backend_of(key), _shard_of(key))
+        return os.path.realpath(path.parent) == expected
 
     # -- entries -------------------------------------------------------------
 
@@ -253,18 +294,29 @@ class CutoutCache:
         ------
         ValueError
             If ``key`` is not a valid key.
+
+        Notes
+        -----
+        Only a regular file inside the cache directory is read, and only up
+        to the byte cap: a link (to ``/dev/zero``, say), a FIFO, a device
+        or an oversized file is damaged too, and is removed without being
+        read (a linked shard directory is only skipped, never written
+        through).
         """
         path = self.path(key)
         try:
-            with open(path, "rb") as fh:
-                ident = _identity(os.fstat(fh.fileno()))
-                blob = fh.read()
+            blob, ident = self._read_entry(path)
         except FileNotFoundError:
             return None
-        except IsADirectoryError:
+        except _Corrupt as exc:
+            self._discard(path, None, str(exc))
             return None
+        except OSError:
+            return None  # unreadable (permissions): a miss, as if absent
         try:
             header, data = _decode(blob)
+            if header["length"] > payload_byte_cap(header["format"], self.max_bytes):
+                raise _Corrupt(f"payload of {header['length']} bytes is over the cap")
         except _Corrupt as exc:
             self._discard(path, ident, str(exc))
             return None
@@ -275,6 +327,32 @@ class CutoutCache:
         if header["status"] == status.OK:
             return FetchOutcome(status.OK, Payload(data, header["format"]), header["message"])
         return FetchOutcome(header["status"], message=header["message"])
+
+    def _read_entry(self, path):
+        """(bytes, identity) of an entry file; _Corrupt if it is no plain, capped file."""
+        if not self._inside(path):
+            if not os.path.lexists(path):
+                raise FileNotFoundError(path)
+            # Not ours to remove: the file lives outside the cache.
+            self._warn_once(f"cache entry {path.name} lies in a linked folder outside "
+                            f"{self.directory}; ignored", CacheCorruptionWarning)
+            raise FileNotFoundError(path)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+                raise _Corrupt("a symbolic link, not a file") from None
+            raise
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise _Corrupt("not a regular file")
+            if st.st_size > self._max_file_bytes:
+                raise _Corrupt(f"{st.st_size} bytes, over the cap of {self._max_file_bytes}")
+            blob = fh.read(self._max_file_bytes + 1)
+        if len(blob) > self._max_file_bytes:
+            raise _Corrupt(f"over the cap of {self._max_file_bytes} bytes")
+        return blob, _identity(st)
 
     def put(self, key, outcome):
         """Store the outcome of a fetch.
@@ -293,6 +371,12 @@ class CutoutCache:
         ValueError
             If ``key`` is not valid, or an ``"ok"`` outcome has no payload
             or a payload format that is not a short plain word.
+
+        Notes
+        -----
+        A write that fails (read-only directory, full disk, no permission)
+        does not raise: it gives one :class:`CacheUnavailableWarning` and
+        this instance stops writing, so the run goes on uncached.
         """
         path = self.path(key)
         if outcome.status not in _STORED:
@@ -307,18 +391,55 @@ class CutoutCache:
             data = bytes(payload.data)
         else:
             fmt, data = None, b""
+        if self._write_failed is not None:
+            return
         blob = _encode(key, outcome.status, fmt, outcome.message or "", data)
+        try:
+            self._write(path, key, blob)
+        except OSError as exc:
+            self._stop_writing(exc)
+
+    def _write(self, path, key, blob):
         # A concurrent clear() may remove the (empty) shard directory between
         # makedirs and the write; recreate it and try again.
         for attempt in range(3):
             try:
                 self._ensure_root()
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _atomic_write(path, blob, prefix=f".{key[:40]}.")
+                if not self._inside(path):
+                    self._warn_once(f"cache folder {path.parent} is a link out of "
+                                    f"{self.directory}; cutouts are not written through it",
+                                    CacheCorruptionWarning)
+                    return
+                atomic_write_bytes(path, blob, prefix=f".{key[:40]}.")
                 return
             except FileNotFoundError:
                 if attempt == 2:
                     raise
+
+    def _stop_writing(self, exc):
+        """Give up writing after a failure (read-only or full disk), with one warning."""
+        with self._write_lock:
+            if self._write_failed is not None:
+                return
+            self._write_failed = exc
+        reason = exc.strerror or type(exc).__name__
+        warnings.warn(
+            f"cannot write the cutout cache {self.directory} ({reason}); going on without "
+            "storing cutouts (they will be fetched again next time)",
+            CacheUnavailableWarning, stacklevel=4)
+
+    def _warn_once(self, message, category):
+        with self._write_lock:
+            if message in self._warned:
+                return
+            self._warned.add(message)
+        warnings.warn(message, category, stacklevel=4)
+
+    @property
+    def writable(self):
+        """False once a write has failed (read-only or full cache): no more are tried."""
+        return self._write_failed is None
 
     def delete(self, key):
         """Remove the entry for ``key``.
@@ -340,10 +461,13 @@ class CutoutCache:
             CacheCorruptionWarning,
             stacklevel=3,
         )
-        # Only unlink the file we actually read: a writer may have replaced
-        # it with a good one meanwhile.
+        # Only unlink the file we actually read (or, for what was never read,
+        # a link, FIFO or device, whatever is there but a regular file): a
+        # writer may have replaced it with a good one meanwhile.
         try:
-            if _identity(os.stat(path)) == ident:
+            st = os.lstat(path)
+            if (_identity(st) == ident if ident is not None
+                    else not stat.S_ISDIR(st.st_mode)):
                 path.unlink()
         except OSError:
             pass
@@ -433,6 +557,45 @@ class CutoutCache:
             "by_backend": dict(sorted(by_backend.items())),
         }
 
+    def remove_stale_temp_files(self, max_age=None):
+        """Remove temporary files that killed writers left in the cache.
+
+        Parameters
+        ----------
+        max_age : float, optional
+            Seconds since a temporary file last changed after which it is
+            removed; default :data:`lsbg_classify.atomic.STALE_AFTER` (an
+            hour: a write takes milliseconds, so an older one is no
+            writer's at work).
+
+        Returns
+        -------
+        int
+            Files removed.
+        """
+        options = {} if max_age is None else {"max_age": max_age}
+        removed = remove_stale_temp_files(self.directory, **options)
+        for folder in self._folders():
+            removed += remove_stale_temp_files(folder, **options)
+        return removed
+
+    def _folders(self):
+        """Backend and shard directories (no links followed)."""
+        try:
+            backends = [e for e in os.scandir(self.directory)
+                        if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return
+        for bdir in backends:
+            yield bdir.path
+            try:
+                shards = list(os.scandir(bdir.path))
+            except OSError:
+                continue
+            for sdir in shards:
+                if _SHARD_RE.fullmatch(sdir.name) and sdir.is_dir(follow_symlinks=False):
+                    yield sdir.path
+
     def clear(self, backend=None):
         """Remove cache entries.
 
@@ -454,6 +617,7 @@ class CutoutCache:
         lives there, ``CACHEDIR.TAG`` included, is left alone.
         """
         prefix = None if backend is None else f"{validate_key(str(backend))}-"
+        self.remove_stale_temp_files()
         removed = 0
         dirs = set()
         for key, entry in self._entries():
@@ -554,40 +718,3 @@ def _decode(blob):
     if hashlib.sha256(data).hexdigest() != header["sha256"]:
         raise _Corrupt("payload checksum mismatch")
     return header, data
-
-
-def _atomic_write(path, blob, prefix):
-    """Write ``blob`` to ``path`` so that readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if hasattr(os, "fchmod"):
-                # mkstemp makes the file private (0600); cache entries are
-                # ordinary data, so give them ordinary permissions.
-                os.fchmod(fh.fileno(), 0o644)
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _replace(src, dst):
-    # On Windows os.replace fails while another process has the target open
-    # (a reader, or a writer mid-rename); such locks are brief, so retry.
-    if sys.platform != "win32":
-        os.replace(src, dst)
-        return
-    for attempt in range(50):
-        try:
-            os.replace(src, dst)
-            return
-        except PermissionError:
-            if attempt == 49:
-                raise
-            time.sleep(0.01 * (attempt + 1))

@@ -222,7 +222,14 @@ def read_catalog(path, format=None, **kwargs):
     _fits_column_cards_to_columns(table)
     _gather_provenance(table.meta)
     _bytes_to_str(table)
+    _strip_bom(table)
     return table
+
+
+def _strip_bom(table):
+    """Drop a UTF-8 byte-order mark that a text reader left on the first column name."""
+    if table.colnames and table.colnames[0].startswith("\ufeff"):
+        table.rename_column(table.colnames[0], table.colnames[0].lstrip("\ufeff"))
 
 
 def _bytes_to_str(table):
@@ -280,21 +287,34 @@ def _explicit_column(table, name, argname):
 
 
 def _detect_column(table, candidates, what, argname):
-    """Find the single column whose lower-cased name is in ``candidates``."""
+    """Find the single column whose lower-cased name is in ``candidates``.
+
+    A name followed by ``_<n>`` counts as a candidate too: that is how a
+    reader renames a column whose name appears twice in a file (``ra,dec,ra``
+    reads as ``ra, dec, ra_1``), and which of two such columns holds the
+    positions is not ours to guess.
+    """
     found = [c for c in table.colnames
-             if c.lower() in candidates and not _is_skycoord(table, c)]
-    if len(found) == 1:
+             if _DUPLICATE_SUFFIX.sub("", c.lower()) in candidates
+             and not _is_skycoord(table, c)]
+    exact = [c for c in found if c.lower() in candidates]
+    if len(found) == 1 and exact:
         return found[0]
-    if not found:
+    if not exact:
         raise CatalogError(
             f"no {what} column found: looked for {', '.join(candidates)} (any case); "
             f"available columns: {', '.join(table.colnames) or '(none)'}; "
             f"pass {argname}= to name it"
         )
+    twice = ("; a name that appears twice in a file is read as NAME and NAME_1"
+             if len(found) > len(exact) else "")
     raise CatalogError(
-        f"several possible {what} columns: {', '.join(found)}; "
+        f"several possible {what} columns: {', '.join(found)}{twice}; "
         f"pass ra_col= and dec_col= to choose"
     )
+
+
+_DUPLICATE_SUFFIX = re.compile(r"_\d+$")
 
 
 def find_position_columns(table, ra_col=None, dec_col=None):

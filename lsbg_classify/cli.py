@@ -38,6 +38,18 @@ def _add_source_options(p):
 def _add_catalog_options(p):
     p.add_argument("--ra-col", help="RA column (default: found by name)")
     p.add_argument("--dec-col", help="Dec column (default: found by name)")
+    p.add_argument("--hdu", help="FITS input: the table HDU to read, by number or name "
+                                 "(default: the first table)")
+
+
+def _read_input(args):
+    """The input catalog, from the HDU that ``--hdu`` names if given."""
+    from .catalog import read_catalog
+
+    options = {}
+    if args.hdu is not None:
+        options["hdu"] = int(args.hdu) if args.hdu.strip().isdigit() else args.hdu
+    return read_catalog(args.input, **options)
 
 
 def build_parser():
@@ -68,6 +80,11 @@ def build_parser():
     p.add_argument("--temperature", type=float, metavar="T",
                    help="divide every logit by T before thresholding (a calibration fitted by "
                         "evaluate --fit-temperature; default: none)")
+    p.add_argument("--overwrite-columns", action="store_true",
+                   help="replace result columns the input already has (re-scoring a scored "
+                        "catalog)")
+    p.add_argument("--messages", action="store_true",
+                   help="add a column lsbg_message saying why each unscored row has no score")
     _add_catalog_options(p)
     _add_source_options(p)
 
@@ -284,7 +301,12 @@ def _backend_from_args(args):
         options["images"] = images
     if args.backend == "simulated":
         options["seed"] = args.seed
-    return get_backend(args.backend, survey=args.survey, **options)
+    try:
+        return get_backend(args.backend, survey=args.survey, **options)
+    except ValueError as exc:
+        if str(exc).startswith("base_url:"):  # the remote backends' URL check
+            raise UsageError("--base-url" + str(exc)[len("base_url"):]) from None
+        raise
 
 
 def _check_output(out, overwrite):
@@ -302,16 +324,61 @@ def _check_output(out, overwrite):
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
 
 
-def _cmd_classify(args):
-    from .catalog import read_catalog, same_file, write_catalog
-    from .pipeline import classify_catalog
+#: Exit status of ``classify`` when the output was written but no row has a score.
+EXIT_NOTHING_SCORED = 3
 
+# Rows of the input written to a trial file before any fetch, to learn whether
+# the output format can hold the catalog and the result columns.
+_TRIAL_ROWS = 1000
+
+
+def _check_output_holds(table, out, args):
+    """Write the head of what classify will write beside ``out``, then remove it.
+
+    A format that cannot hold a column (its name or its type) fails here,
+    before anything is fetched, instead of after the last row is scored.
+    """
+    import os
+    import tempfile
+
+    from .catalog import CatalogError, format_from_path, write_catalog
+    from .pipeline import result_template
+
+    template = result_template(table[:_TRIAL_ROWS], args.mc_samples, args.messages,
+                               args.overwrite_columns)
+    try:
+        fd, trial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write in {out.parent}: {exc.strerror or exc}") from None
+    os.close(fd)
+    try:
+        write_catalog(template, trial, format=format_from_path(out), overwrite=True)
+    except CatalogError as exc:
+        raise UsageError(str(exc).replace(trial, str(out))) from None
+    finally:
+        Path(trial).unlink(missing_ok=True)
+
+
+def _check_checkpoint(checkpoint):
+    if checkpoint.exists() and not checkpoint.is_dir():
+        raise UsageError(f"{checkpoint} exists and is not a checkpoint folder; remove or rename "
+                         "it (classify keeps its finished chunks there)")
+
+
+def _cmd_classify(args):
+    from .catalog import same_file, write_catalog
+    from .pipeline import MESSAGE_COLUMN, check_options, classify_catalog
+
+    check_options(args.threshold, args.chunk_size, args.workers, args.batch_size,
+                  args.mc_samples, args.temperature)
     out = Path(args.output)
     _check_output(out, args.overwrite)
     if same_file(args.input, out):
         raise UsageError("the output file must differ from the input file")
-    table = read_catalog(args.input)
     checkpoint = out.with_name(out.name + ".checkpoint")
+    _check_checkpoint(checkpoint)
+    table = _read_input(args)
+    _check_output_holds(table, out, args)
     with _backend_from_args(args) as backend:
         scored = classify_catalog(
             table, survey=args.survey, backend=backend, model=args.model,
@@ -321,10 +388,20 @@ def _cmd_classify(args):
             progress=False if args.quiet else None,
             checkpoint_dir=checkpoint, chunk_size=args.chunk_size,
             mc_samples=args.mc_samples, temperature=args.temperature,
+            overwrite_columns=args.overwrite_columns, messages=True,
         )
+    reasons = scored[MESSAGE_COLUMN]
+    if not args.messages:
+        scored.remove_column(MESSAGE_COLUMN)
     write_catalog(scored, out, overwrite=args.overwrite)
     shutil.rmtree(checkpoint, ignore_errors=True)
     _print_summary(scored, out)
+    _print_reasons(scored["lsbg_status"], reasons)
+    if not (scored["lsbg_status"] == "ok").any():
+        print(f"lsbg-classify classify: no row could be scored (exit status "
+              f"{EXIT_NOTHING_SCORED})", file=sys.stderr)
+        return EXIT_NOTHING_SCORED
+    return 0
 
 
 def _print_summary(scored, out):
@@ -335,6 +412,31 @@ def _print_summary(scored, out):
     n_lsbg = int(np.sum(np.asarray(scored["lsbg_class"].filled(0)) == 1)) if hasattr(
         scored["lsbg_class"], "filled") else int(np.sum(scored["lsbg_class"] == 1))
     print(f"wrote {out}: {len(scored)} rows ({by_status}); {n_lsbg} classified as LSBG")
+
+
+# Distinct reasons shown in the summary, and the length each is cut to.
+_SHOWN_REASONS = 5
+_REASON_WIDTH = 240
+
+
+def _print_reasons(row_status, reasons):
+    """On stderr: rows per status, and the first few distinct reasons rows were not scored."""
+    import collections
+
+    statuses = [str(s) for s in row_status]
+    counts = collections.Counter(statuses)
+    print("rows by status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+          file=sys.stderr)
+    distinct = collections.Counter((st, str(why)) for st, why in zip(statuses, reasons)
+                                   if st != "ok")
+    for (st, why), n in list(distinct.items())[:_SHOWN_REASONS]:
+        why = " ".join(why.split()) or "no reason recorded"
+        if len(why) > _REASON_WIDTH:
+            why = why[: _REASON_WIDTH - 3] + "..."
+        print(f"  {st} ({n} row{'s' if n != 1 else ''}): {why}", file=sys.stderr)
+    if len(distinct) > _SHOWN_REASONS:
+        print(f"  ... {len(distinct) - _SHOWN_REASONS} other reason(s); --messages writes "
+              "each row's reason to the output", file=sys.stderr)
 
 
 def _cmd_demo(args):
@@ -360,12 +462,12 @@ def _cmd_cache(args):
 def _cmd_fetch(args):
     import numpy as np
 
-    from .catalog import extract_positions, read_catalog
+    from .catalog import extract_positions
     from .pipeline import fetch_images
     from .preprocess import as_uint8
     from .training import save_dataset
 
-    table = read_catalog(args.input)
+    table = _read_input(args)
     if args.label_col not in table.colnames:
         raise UsageError(f"label column {args.label_col!r} not in {args.input}; "
                          f"columns: {', '.join(table.colnames)}")
@@ -485,7 +587,7 @@ def _cmd_explain(args):
     import numpy as np
     from astropy.utils.exceptions import AstropyUserWarning
 
-    from .catalog import extract_positions, read_catalog
+    from .catalog import extract_positions
     from .explain import gradcam, save_gradcam_png
     from .model import load_model
     from .pipeline import fetch_images
@@ -496,7 +598,7 @@ def _cmd_explain(args):
                          "or .svg")
     if not out.parent.is_dir():
         raise UsageError(f"the output directory {out.parent} does not exist")
-    table = read_catalog(args.input)
+    table = _read_input(args)
     rows = _parse_rows(args.rows, len(table))
     with warnings.catch_warnings():
         # Invalid rows are reported below by their catalog row numbers.
@@ -634,11 +736,11 @@ def _cmd_reproduce(args):
 def _cmd_inspect(args):
     import numpy as np
 
-    from .catalog import extract_positions, read_catalog
+    from .catalog import extract_positions
     from .inspection import inspection_rows, write_inspection_sheets
     from .pipeline import fetch_images
 
-    table = read_catalog(args.input)
+    table = _read_input(args)
     selected = inspection_rows(table, args.top, args.prob_col, args.compare_col, args.threshold)
     rows = np.unique(np.concatenate([np.zeros(0, int), *selected.values()])).astype(int)
     positions = extract_positions(table, ra_col=args.ra_col, dec_col=args.dec_col,
@@ -708,21 +810,40 @@ COMMANDS = {
 }
 
 
+def _one_line(text):
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return (lines[0] + (" [...]" if len(lines) > 1 else "")) if lines else ""
+
+
 def main(argv=None):
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    0: done; 2: an error, reported on one line of standard error (bad
+    arguments or input, an option the run cannot work with, a file that
+    cannot be read or written); 3 (``classify``): the output was written
+    but no row could be scored; 130: interrupted.  An unexpected exception
+    (a bug) shows its traceback.
+    """
     args = build_parser().parse_args(argv)
     from .catalog import CatalogError
+    from .pipeline import OptionError
     from .surveys import FetchError
 
-    try:
-        COMMANDS[args.command](args)
-    except (UsageError, CatalogError, FetchError, FileNotFoundError, ValueError) as exc:
-        print(f"lsbg-classify {args.command}: error: {exc}", file=sys.stderr)
+    def fail(message):
+        print(f"lsbg-classify {args.command}: error: {_one_line(message)}", file=sys.stderr)
         return 2
+
+    try:
+        return COMMANDS[args.command](args) or 0
+    except OptionError as exc:
+        return fail(exc.naming("--" + exc.option.replace("_", "-")))
+    except (UsageError, CatalogError, FetchError, FileNotFoundError, ValueError) as exc:
+        return fail(exc)
+    except OSError as exc:  # the file system's word: permissions, a full disk, ...
+        return fail(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

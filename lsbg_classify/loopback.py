@@ -108,6 +108,14 @@ class Fault:
         Body for ``status`` answers.
     content_type : str, optional
         Content type for ``status`` answers (default ``text/plain``).
+    headers : dict, optional
+        Extra response headers (e.g. ``{"Content-Encoding": "gzip"}`` with
+        a gzip ``body``: a decompression bomb).
+    append : bytes, optional
+        Junk sent after the normal image (its ``Content-Length`` counts it).
+    drip : float
+        Send the body one byte at a time, this many seconds apart (a server
+        that is never silent long enough for a read timeout).
 
     Notes
     -----
@@ -123,6 +131,9 @@ class Fault:
     size: int = None
     body: bytes = None
     content_type: str = None
+    headers: dict = None
+    append: bytes = None
+    drip: float = 0.0
 
     def __post_init__(self):
         if self.action is not None and self.action not in _ACTIONS:
@@ -460,7 +471,8 @@ class _LoopbackServer:
                     reply.content_type = fault.content_type
                 if fault.retry_after is not None:
                     reply.headers["Retry-After"] = str(fault.retry_after)
-                self._send(handler, reply)
+                reply.headers.update(fault.headers or {})
+                self._send(handler, reply, fault.drip)
                 return
             if fault.action == "html":
                 self._send(handler, _html_reply(200, "Service temporarily unavailable"))
@@ -479,7 +491,10 @@ class _LoopbackServer:
         if fault is not None and fault.action == "reset":
             self._send_and_reset(handler, reply)
             return
-        self._send(handler, reply)
+        if fault is not None and reply.status == 200:
+            reply.body += fault.append or b""
+            reply.headers.update(fault.headers or {})
+        self._send(handler, reply, 0.0 if fault is None else fault.drip)
 
     def _error_reply(self, status, message):
         return _text_reply(status, message)
@@ -487,7 +502,7 @@ class _LoopbackServer:
     def _route(self, path, endpoint, params, fault):
         raise NotImplementedError
 
-    def _send(self, handler, reply):
+    def _send(self, handler, reply, drip=0.0):
         try:
             handler.send_response(reply.status)
             handler.send_header("Content-Type", reply.content_type)
@@ -495,7 +510,15 @@ class _LoopbackServer:
             for key, value in reply.headers.items():
                 handler.send_header(key, value)
             handler.end_headers()
-            handler.wfile.write(reply.body)
+            if drip <= 0:
+                handler.wfile.write(reply.body)
+                return
+            for i in range(len(reply.body)):
+                if self._stopping.is_set():
+                    break
+                handler.wfile.write(reply.body[i:i + 1])
+                handler.wfile.flush()
+                self._wait(drip)
         except OSError:
             # The client gave up (e.g. its timeout fired); nothing to do.
             handler.close_connection = True

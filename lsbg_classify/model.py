@@ -22,6 +22,7 @@ __all__ = [
     "build_deepshadows",
     "compile_deepshadows",
     "LSBGModel",
+    "ModelLoadError",
     "load_model",
     "bundled_weights_path",
     "dihedral_views",
@@ -244,6 +245,14 @@ def load_model(model="des"):
     Returns
     -------
     LSBGModel
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file (or bundled weights missing).
+    ModelLoadError
+        The file cannot be loaded: damaged, not weights of the DeepShadows
+        architecture, or a ``.keras`` file that needs code (refused).
     """
     if isinstance(model, LSBGModel):
         return model
@@ -260,7 +269,21 @@ def load_model(model="des"):
         name = path.name
         if not path.exists():
             raise FileNotFoundError(f"model file {path} does not exist")
-    return LSBGModel(_load_network(path), name, file_sha256(path), _read_card(path))
+    try:
+        network = _load_network(path)
+    except Exception as exc:  # untrusted file: any failure of the loader means unusable
+        raise ModelLoadError(f"cannot load model {path}: {_first_line(exc)}") from None
+    return LSBGModel(network, name, file_sha256(path), _read_card(path))
+
+
+class ModelLoadError(ValueError):
+    """A model file exists but cannot be loaded (damaged, foreign or unsafe)."""
+
+
+def _first_line(exc, limit=300):
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()),
+                type(exc).__name__)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _load_network(path):

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from astropy.table import MaskedColumn, Table
+from astropy.table import Column, MaskedColumn, Table
 from astropy.utils.exceptions import AstropyUserWarning
 from tqdm.auto import tqdm
 
 from . import status
+from .atomic import atomic_write_bytes
 from .cache import CutoutCache
 from .catalog import (CatalogError, add_result_columns, extract_positions,
-                      find_position_columns)
+                      find_position_columns, output_column_names)
 from .model import load_model
 from .preprocess import MODEL_IMAGE_SIZE, prepare_payload
 from .surveys import get_backend
@@ -33,8 +34,10 @@ from .uncertainty import MC_SEED, apply_temperature, check_temperature, mc_dropo
 from .version import __version__
 
 __all__ = ["classify_catalog", "classify_partition", "fetch_images", "score_positions",
-           "score_in_chunks",
-           "FetchedImages", "CheckpointMismatchError", "DEFAULT_THRESHOLD", "MC_STD_COLUMN"]
+           "score_in_chunks", "check_options", "check_model", "result_template",
+           "FetchedImages", "CheckpointMismatchError", "OptionError", "ColumnClashError",
+           "DEFAULT_THRESHOLD",
+           "MC_STD_COLUMN", "MESSAGE_COLUMN"]
 
 DEFAULT_THRESHOLD = 0.5
 # Concurrent requests to a public service: enough to hide latency, few
@@ -46,6 +49,156 @@ DEFAULT_BATCH_SIZE = 256
 DEFAULT_CHUNK_SIZE = 2000
 #: Column of the Monte-Carlo dropout spread, added when ``mc_samples > 0``.
 MC_STD_COLUMN = "lsbg_prob_std"
+#: Column saying why a row has no score, added when ``messages=True``.
+MESSAGE_COLUMN = "lsbg_message"
+
+
+class OptionError(ValueError):
+    """An argument that cannot work, found before anything is fetched.
+
+    Attributes
+    ----------
+    option : str
+        The keyword argument at fault (``"chunk_size"``, ``"model"``, ...).
+    template : str
+        The message with ``{}`` where the option's name goes, so that the
+        command line can name its flag instead (:meth:`naming`).
+    """
+
+    def __init__(self, option, template, spelled=None):
+        self.option = option
+        self.template = template
+        super().__init__(template.format(spelled or option))
+
+    def naming(self, name):
+        """The message with the option called ``name`` (e.g. ``"--chunk-size"``)."""
+        return self.template.format(name)
+
+
+class ColumnClashError(OptionError, CatalogError):
+    """The catalog already has a column the run would add (option ``overwrite_columns``)."""
+
+
+def _whole_number(option, value, smallest):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise OptionError(option, f"{{}} must be a whole number, got {value!r}")
+    if value < smallest:
+        raise OptionError(option, f"{{}} must be at least {smallest}, got {value}")
+
+
+def check_options(threshold=DEFAULT_THRESHOLD, chunk_size=DEFAULT_CHUNK_SIZE,
+                  workers=DEFAULT_WORKERS, batch_size=DEFAULT_BATCH_SIZE, mc_samples=0,
+                  temperature=None):
+    """Refuse option values that cannot work, before any catalog is read or fetched.
+
+    Parameters are those of :func:`classify_catalog`.
+
+    Raises
+    ------
+    OptionError
+        Naming the keyword: ``threshold`` outside [0, 1] or NaN;
+        ``chunk_size``, ``workers`` or ``batch_size`` not a whole number
+        >= 1; ``mc_samples`` other than 0 or >= 2; ``temperature`` not a
+        positive finite number.
+    """
+    try:
+        threshold_ok = 0.0 <= float(threshold) <= 1.0
+    except (TypeError, ValueError):
+        threshold_ok = False
+    if not threshold_ok:
+        raise OptionError("threshold", f"{{}} must lie in [0, 1], got {threshold!r}")
+    _whole_number("chunk_size", chunk_size, 1)
+    _whole_number("workers", workers, 1)
+    _whole_number("batch_size", batch_size, 1)
+    _whole_number("mc_samples", mc_samples, 0)
+    if mc_samples == 1:
+        raise OptionError("mc_samples", "{} must be 0 (off) or at least 2, got 1")
+    if temperature is not None:
+        try:
+            check_temperature(temperature)
+        except ValueError:
+            raise OptionError("temperature", "{} must be a positive finite number, got "
+                              f"{temperature!r}") from None
+
+
+def _added_columns(mc_samples, messages):
+    return (*output_column_names(), *([MC_STD_COLUMN] if mc_samples else []),
+            *([MESSAGE_COLUMN] if messages else []))
+
+
+def _check_clashes(table, mc_samples, messages, overwrite_columns):
+    clash = [c for c in _added_columns(mc_samples, messages) if c in table.colnames]
+    if clash and not overwrite_columns:
+        raise ColumnClashError(
+            "overwrite_columns",
+            f"the catalog already has column(s) {', '.join(clash)}; pass {{}} to replace them, "
+            "or remove or rename them", spelled="overwrite_columns=True")
+
+
+def result_template(table, mc_samples=0, messages=False, overwrite_columns=False):
+    """``table`` with the columns :func:`classify_catalog` would add, every row unscored.
+
+    Writing it (a few rows of it) to the output's format tells, before any
+    fetch, whether that format can hold the result.
+
+    Raises
+    ------
+    OptionError
+        A result column already exists and ``overwrite_columns`` is False.
+    """
+    _check_clashes(table, mc_samples, messages, overwrite_columns)
+    n = len(table)
+    nan = np.full(n, np.nan, np.float32)
+    out = add_result_columns(table, nan, np.zeros(n, np.int8),
+                             np.full(n, status.FETCH_FAILED), overwrite_columns=True)
+    if mc_samples:
+        out = _with_std_column(out, nan)
+    if messages:
+        out = _with_message_column(out, np.full(n, "reason"))
+    return out
+
+
+# Probes of the model check: black, white and noise images.
+_PROBE_SEED = 0
+
+
+def check_model(model):
+    """Refuse a network that does not map 64×64×3 images to one probability each.
+
+    Runs the network (dropout off) on a black, a white and a noise image.
+
+    Parameters
+    ----------
+    model : LSBGModel
+
+    Raises
+    ------
+    OptionError
+        Naming ``model``: another input shape, an output that is not one
+        value per image, values outside [0, 1], or a last layer whose
+        activation is not a sigmoid.
+    """
+    shape = tuple(getattr(model.network, "input_shape", (None,) * 4)[1:])
+    want = (MODEL_IMAGE_SIZE, MODEL_IMAGE_SIZE, 3)
+    if shape != want:
+        raise OptionError("model", f"{{}} {model.name} takes images of shape {shape}; "
+                                   f"DeepShadows needs {want}")
+    layers = getattr(model.network, "layers", None)
+    activation = getattr(layers[-1], "activation", None) if layers else None
+    name = getattr(activation, "__name__", None)
+    if name is not None and name != "sigmoid":
+        raise OptionError("model", f"{{}} {model.name} ends in a {name!r} activation, not a "
+                                   "sigmoid: its outputs are not probabilities")
+    rng = np.random.default_rng(_PROBE_SEED)
+    probes = np.stack([np.zeros(want), np.ones(want), rng.uniform(0, 1, want)]).astype(np.float32)
+    out = np.asarray(model.eager_forward(probes))
+    if out.shape not in ((3,), (3, 1)):
+        raise OptionError("model", f"{{}} {model.name} gives output of shape {out.shape[1:]} per "
+                                   "image; DeepShadows needs one probability per image")
+    if not np.all(np.isfinite(out) & (out >= 0) & (out <= 1)):
+        raise OptionError("model", f"{{}} {model.name} gives values outside [0, 1] "
+                                   f"({', '.join(f'{v:.3g}' for v in out.ravel())}): not "
+                                   "probabilities")
 
 
 @dataclass
@@ -242,23 +395,59 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint directory holds results of a different run."""
 
 
-def _save_chunk(path, prob, row_status, std=None):
+def _message_array(messages, n):
+    """Row index -> reason dict as a string array of length ``n`` ("" where none)."""
+    out = np.full(n, "", dtype=object)
+    for row, text in messages.items():
+        out[row] = text
+    return out.astype(str)
+
+
+def _save_chunk(path, prob, row_status, message, std=None):
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, prob=prob, status=row_status, **({} if std is None else {"std": std}))
+    np.savez(tmp, prob=prob, status=row_status, message=message,
+             **({} if std is None else {"std": std}))
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def _load_chunk(path, length, with_std=False):
-    """(prob, status[, std]) of a finished chunk; None if absent, damaged or lacking std."""
+    """Dict of a finished chunk's arrays; None if absent, damaged or lacking std.
+
+    Chunks written before messages were kept have none: their rows get "".
+    """
+    names = ("prob", "status", "std") if with_std else ("prob", "status")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = [data[name] for name in (("prob", "status", "std") if with_std
-                                              else ("prob", "status"))]
+            arrays = {name: data[name] for name in names}
+            arrays["message"] = (data["message"] if "message" in data.files
+                                 else np.full(length, ""))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
-    return tuple(arrays) if all(len(a) == length for a in arrays) else None
+    return arrays if all(len(a) == length for a in arrays.values()) else None
+
+
+def _open_manifest(folder, identity):
+    """Check ``folder``'s manifest against ``identity``, or write it (atomically)."""
+    manifest = folder / "manifest.json"
+    mismatch = (f"checkpoint {folder} belongs to a run with other positions, model, backend, "
+                "chunk size, Monte-Carlo dropout samples or temperature; remove it to start "
+                "afresh")
+    if manifest.exists():
+        try:
+            found = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            found = None
+        if found == identity:
+            return
+        if found is not None or any(folder.glob("chunk-*.npz")):
+            raise CheckpointMismatchError(
+                mismatch if found is not None else
+                f"checkpoint {folder} has a damaged manifest.json; remove the folder to start "
+                "afresh")
+        # An unreadable manifest and no chunk yet: nothing to lose, start over.
+    atomic_write_bytes(manifest, json.dumps(identity).encode())
 
 
 def score_in_chunks(ra, dec, backend, model, checkpoint_dir, chunk_size=DEFAULT_CHUNK_SIZE,
@@ -288,15 +477,24 @@ def score_in_chunks(ra, dec, backend, model, checkpoint_dir, chunk_size=DEFAULT_
     std : numpy.ndarray
         Only when ``mc_samples > 0``, as :func:`score_positions`.
     """
+    result = _chunked(ra, dec, backend, model, checkpoint_dir, chunk_size, valid, options)
+    if options.get("mc_samples", 0):
+        return result["prob"], result["status"], result["std"]
+    return result["prob"], result["status"]
+
+
+def _chunked(ra, dec, backend, model, checkpoint_dir, chunk_size, valid, options):
+    """The work of :func:`score_in_chunks`: a dict of prob, status, message and std."""
+    _whole_number("chunk_size", chunk_size, 1)
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
-    valid = np.ones(len(ra), bool) if valid is None else np.asarray(valid, bool)
+    n = len(ra)
+    valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
     folder = Path(checkpoint_dir)
     # No parents: a missing directory is the caller's mistake, not ours to create.
     folder.mkdir(exist_ok=True)
-    manifest = folder / "manifest.json"
     identity = {"fingerprint": _fingerprint(ra, dec, valid, model, backend),
-                "rows": len(ra), "chunk_size": int(chunk_size)}
+                "rows": n, "chunk_size": int(chunk_size)}
     mc_samples = int(options.get("mc_samples", 0))
     temperature = float(options.get("temperature", 1.0))
     # Only non-default scoring options join the identity, so a plain run still
@@ -305,30 +503,26 @@ def score_in_chunks(ra, dec, backend, model, checkpoint_dir, chunk_size=DEFAULT_
         identity["mc_samples"] = mc_samples
     if temperature != 1.0:
         identity["temperature"] = temperature
-    if manifest.exists():
-        if json.loads(manifest.read_text()) != identity:
-            raise CheckpointMismatchError(
-                f"checkpoint {folder} belongs to a run with other positions, model, backend, "
-                "chunk size, Monte-Carlo dropout samples or temperature; remove it to start "
-                "afresh")
-    else:
-        manifest.write_text(json.dumps(identity))
-    prob = np.full(len(ra), np.nan, np.float32)
-    std = np.full(len(ra), np.nan, np.float32)
-    row_status = np.full(len(ra), status.INVALID_POSITION, dtype=f"U{status.STATUS_WIDTH}")
-    for start in range(0, len(ra), chunk_size):
-        rows = slice(start, min(start + chunk_size, len(ra)))
+    _open_manifest(folder, identity)
+    out = {"prob": np.full(n, np.nan, np.float32), "std": np.full(n, np.nan, np.float32),
+           "status": np.full(n, status.INVALID_POSITION, dtype=f"U{status.STATUS_WIDTH}"),
+           "message": np.full(n, "", dtype=object)}
+    for start in range(0, n, chunk_size):
+        rows = slice(start, min(start + chunk_size, n))
         path = folder / f"chunk-{start:012d}.npz"
         done = _load_chunk(path, rows.stop - start, bool(mc_samples)) if path.exists() else None
         if done is None:
             result = score_positions(ra[rows], dec[rows], backend, model, valid=valid[rows],
                                      **options)
-            done = result[:2] + result[3:]  # leave out the messages
-            _save_chunk(path, *done)
-        prob[rows], row_status[rows] = done[:2]
-        if mc_samples:
-            std[rows] = done[2]
-    return (prob, row_status, std) if mc_samples else (prob, row_status)
+            done = {"prob": result[0], "status": result[1],
+                    "message": _message_array(result[2], rows.stop - start)}
+            if mc_samples:
+                done["std"] = result[3]
+            _save_chunk(path, done["prob"], done["status"], done["message"], done.get("std"))
+        for name, values in done.items():
+            out[name][rows] = values
+    out["message"] = out["message"].astype(str)
+    return out
 
 
 def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
@@ -336,8 +530,13 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
                      cache=True, refresh=False, workers=DEFAULT_WORKERS,
                      batch_size=DEFAULT_BATCH_SIZE, progress=None, backend_options=None,
                      checkpoint_dir=None, chunk_size=DEFAULT_CHUNK_SIZE, mc_samples=0,
-                     temperature=None):
+                     temperature=None, overwrite_columns=False, messages=False):
     """Score every candidate of a catalog with DeepShadows.
+
+    Everything that can be checked before the first fetch is checked first
+    (the options, column clashes, the positions, the image source, the
+    model's output), so a bad value fails at once, naming its keyword
+    (:class:`OptionError`), and leaves no checkpoint behind.
 
     Parameters
     ----------
@@ -354,7 +553,8 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         ``"local"``, ``"simulated"``, one added by another package, or an
         instance.
     model : str, path-like or LSBGModel, optional
-        Defaults to the bundled model of ``survey``.
+        Defaults to the bundled model of ``survey``.  It must map 64×64×3
+        images to one probability each (see :func:`check_model`).
     threshold : float
         ``lsbg_class`` is 1 where ``lsbg_prob >= threshold``.
     ra_col, dec_col : str, optional
@@ -364,11 +564,14 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         :class:`~lsbg_classify.catalog.CatalogError` naming the rows, or
         give them status ``invalid_position``.
     cache : bool, str, path-like or CutoutCache
-        Persistent cutout cache (default: the user cache directory).
+        Persistent cutout cache (default: the user cache directory).  Its
+        stale temporary files (over an hour old) are removed at the start;
+        a cache that cannot be written is warned about once and the run goes
+        on without storing cutouts.
     refresh : bool
         Ignore cached cutouts and fetch again.
     workers : int
-        Concurrent requests to the image service.
+        Concurrent requests to the image service (at least 1).
     batch_size : int
         Images per model call.
     progress : bool or None
@@ -379,7 +582,7 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         Keep finished chunks of ``chunk_size`` rows here so that a rerun
         after an interruption resumes (see :func:`score_in_chunks`).
     chunk_size : int
-        Rows per checkpointed chunk.
+        Rows per checkpointed chunk (at least 1).
     mc_samples : int
         When positive, also score every image this many times with dropout
         active (Monte-Carlo dropout, see
@@ -392,6 +595,12 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         sample) by this ``T > 0`` before thresholding, a calibration fitted
         with :func:`lsbg_classify.reliability.fit_temperature`; recorded in
         the provenance.  Default: no scaling.
+    overwrite_columns : bool
+        Replace result columns the catalog already has (re-scoring a scored
+        catalog) instead of refusing before any fetch.
+    messages : bool
+        Add ``lsbg_message``: why each row has no score (the service's
+        answer, the decoder's complaint, ...), empty where it has one.
 
     Returns
     -------
@@ -400,13 +609,15 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         where no image), ``lsbg_class`` and ``lsbg_status`` added, and
         provenance under ``meta["LSBG_CLASSIFY"]``; with ``mc_samples``,
         also ``lsbg_prob_std`` (float32, masked where no image) after
-        ``lsbg_prob``.
+        ``lsbg_prob``; with ``messages``, ``lsbg_message`` last.
+
+    Raises
+    ------
+    OptionError
+        A bad option, a column clash or an unusable model, before any fetch.
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    check_options(threshold, chunk_size, workers, batch_size, mc_samples, temperature)
     mc_samples = int(mc_samples)
-    if mc_samples < 0 or mc_samples == 1:
-        raise ValueError(f"mc_samples must be 0 (off) or at least 2, got {mc_samples}")
     scoring = dict(mc_samples=mc_samples,
                    temperature=1.0 if temperature is None else check_temperature(temperature))
     if hasattr(table, "map_partitions"):
@@ -414,25 +625,30 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
             table, survey=survey, backend=backend, model=model, threshold=threshold,
             ra_col=ra_col, dec_col=dec_col, cache=cache, refresh=refresh, workers=workers,
             batch_size=batch_size, backend_options=backend_options, **scoring)
-    if mc_samples and MC_STD_COLUMN in table.colnames:
-        raise CatalogError(f"the catalog already has a column {MC_STD_COLUMN}; remove or rename "
-                           "it to add the Monte-Carlo dropout spread")
+    _check_clashes(table, mc_samples, messages, overwrite_columns)
     positions = extract_positions(table, ra_col=ra_col, dec_col=dec_col, on_invalid=on_invalid)
-    classifier = load_model(survey if model is None else model)
     source = get_backend(backend, survey=survey, **(backend_options or {}))
-    options = dict(cache=cache, refresh=refresh, workers=workers, batch_size=batch_size,
-                   progress=progress, valid=positions.valid, **scoring)
     try:
+        classifier = load_model(survey if model is None else model)
+        check_model(classifier)
+        opened = _open_cache(cache)
+        if opened is not None:
+            opened.remove_stale_temp_files()
+        options = dict(cache=opened, refresh=refresh, workers=workers, batch_size=batch_size,
+                       progress=progress, **scoring)
         if checkpoint_dir is None:
-            result = score_positions(positions.ra, positions.dec, source, classifier, **options)
-            result = result[:2] + result[3:]  # leave out the messages
+            result = score_positions(positions.ra, positions.dec, source, classifier,
+                                     valid=positions.valid, **options)
+            result = {"prob": result[0], "status": result[1],
+                      "message": _message_array(result[2], len(positions.ra)),
+                      "std": result[3] if mc_samples else None}
         else:
-            result = score_in_chunks(positions.ra, positions.dec, source, classifier,
-                                     checkpoint_dir, chunk_size, **options)
+            result = _chunked(positions.ra, positions.dec, source, classifier, checkpoint_dir,
+                              chunk_size, positions.valid, options)
     finally:
         if source is not backend:  # built here from a name: ours to close
             source.close()
-    prob, row_status = result[:2]
+    prob, row_status = result["prob"], result["status"]
     scored = np.isfinite(prob)
     lsbg_class = np.where(scored & (prob >= threshold), 1, 0).astype(np.int8)
     meta = {
@@ -446,8 +662,24 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         meta["temperature"] = float(temperature)
     if mc_samples:
         meta.update(mc_dropout_samples=mc_samples, mc_dropout_seed=MC_SEED)
-    out = add_result_columns(table, prob, lsbg_class, row_status, meta=meta)
-    return _with_std_column(out, result[2]) if mc_samples else out
+    out = add_result_columns(table, prob, lsbg_class, row_status, meta=meta,
+                             overwrite_columns=overwrite_columns)
+    if mc_samples:
+        out = _with_std_column(out, result["std"])
+    if messages:
+        out = _with_message_column(out, np.where(positions.valid, result["message"],
+                                                 positions.reasons))
+    return out
+
+
+def _with_message_column(scored, message):
+    """``scored`` with the per-row reasons as its (replaced) last column."""
+    column = Column(np.asarray(message, dtype=str), name=MESSAGE_COLUMN,
+                    description="why the row has no score (empty where it has one)")
+    if MESSAGE_COLUMN in scored.colnames:
+        scored.remove_column(MESSAGE_COLUMN)
+    scored.add_column(column)
+    return scored
 
 
 def _with_std_column(scored, std):
@@ -458,6 +690,8 @@ def _with_std_column(scored, std):
         fill_value=np.nan,
         description="Monte-Carlo dropout standard deviation of the LSBG probability (not a "
                     "calibrated error bar); masked (NaN) where not scored")
+    if MC_STD_COLUMN in scored.colnames:
+        scored.remove_column(MC_STD_COLUMN)
     scored.add_column(column, index=scored.colnames.index("lsbg_prob") + 1)
     return scored
 

@@ -47,6 +47,7 @@ from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from . import status
+from .atomic import atomic_write_bytes
 from .baselines import baseline_models, catalog_features, load_greco2018, measure_features
 from .cache import CutoutCache
 from .catalog import CatalogError, extract_positions
@@ -56,7 +57,7 @@ from .pipeline import fetch_images
 from .preprocess import MODEL_IMAGE_SIZE, as_uint8
 from .report import PAPER_RESULTS, write_report
 from .surveys import get_backend, get_survey
-from .surveys.http import HttpClient, resolve_base_url
+from .surveys.http import HttpClient, redact_url, resolve_base_url
 from .training import load_dataset, save_dataset, train
 from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 from .version import __version__
@@ -172,20 +173,8 @@ def _sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write_bytes(path, data):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_json(path, obj):
-    _atomic_write_bytes(Path(path), json.dumps(obj, indent=1, sort_keys=True).encode())
+    atomic_write_bytes(Path(path), json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
 def _read_manifest(directory):
@@ -228,7 +217,7 @@ def _fetch_file(name, directory, base, client, expected, manifest, log):
             return {"sha256": digest, "verified": how, "action": "reused"}
     url = f"{base}/{name}"
     body, digest = _download(client, url, name, known)
-    _atomic_write_bytes(path, body)
+    atomic_write_bytes(path, body)
     log(f"[download] {name}: {len(body)} bytes from {url}, SHA-256 "
         + (f"verified ({how})" if known else f"recorded ({how})"))
     return {"sha256": digest, "verified": how, "action": "downloaded", "url": url,
@@ -745,8 +734,9 @@ class _Run:
                 "HSC fine-tuning epochs": self.options["finetune_epochs"],
                 "objects per class per set": self.options["subset"] or "all (the paper's sets)",
                 "seed": self.options["seed"], "bootstrap draws": self.options["n_boot"],
-                "data server": resolve_base_url(self.data_url, ENV_URL, conf.server),
-                "image server": self.base_url or "Legacy Surveys viewer (configured default)"}
+                "data server": redact_url(resolve_base_url(self.data_url, ENV_URL, conf.server)),
+                "image server": (redact_url(self.base_url) if self.base_url
+                                 else "Legacy Surveys viewer (configured default)")}
 
     def notes(self):
         notes = []

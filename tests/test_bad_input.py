@@ -23,6 +23,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -603,7 +604,259 @@ def test_property_random_csv_through_the_command_line(rows, flag, weights, share
         assert "invalid positions" in lines[0]
         assert not out.exists() and _temp_files(directory) == []
         return
-    assert code == 0
     scored = Table.read(out)
+    # Exit status 3: written, but no row could be scored (all invalid or uncovered).
+    assert code == (0 if status.OK in scored["lsbg_status"] else 3)
     assert len(scored) == len(rows)
     assert [s == status.INVALID_POSITION for s in scored["lsbg_status"]] == [not v for v in valid]
+
+
+# -- everything knowable is checked before the first fetch (issue 11) ------------------------------
+
+
+def _nothing_started(tmp_path, cache):
+    """No cutout fetched, no checkpoint, no temporary file anywhere under ``tmp_path``."""
+    assert not Path(cache).exists() or CutoutCache(cache).keys() == []
+    assert not list(tmp_path.rglob("*.checkpoint"))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+# name -> (extra arguments, strings the one-line error must contain)
+BAD_OPTIONS = {
+    "chunk_size_negative": (["--chunk-size", "-5"], ["--chunk-size", "-5"]),
+    "chunk_size_zero": (["--chunk-size", "0"], ["--chunk-size", "at least 1"]),
+    "workers_zero": (["--workers", "0"], ["--workers"]),
+    "batch_size_zero": (["--batch-size", "0"], ["--batch-size"]),
+    "threshold_above_one": (["--threshold", "1.5"], ["--threshold", "[0, 1]"]),
+    "threshold_nan": (["--threshold", "nan"], ["--threshold"]),
+    "mc_samples_one": (["--mc-samples", "1"], ["--mc-samples"]),
+    "temperature_zero": (["--temperature", "0"], ["--temperature"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
+def test_bad_option_fails_at_once_naming_its_flag(case, good_catalog, weights, tmp_path, capsys):
+    extra, names = case
+    out = tmp_path / "scored.fits"
+    start = time.monotonic()
+    code = _cli(good_catalog, out, weights, tmp_path / "cache", *extra)
+    elapsed = time.monotonic() - start
+    line = _assert_clean_failure(code, capsys, out, names)
+    assert "_" not in line.split("error: ", 1)[1].split(" ", 1)[0]  # the flag, not a keyword
+    assert elapsed < 1.0
+    _nothing_started(tmp_path, tmp_path / "cache")
+
+
+def test_bad_option_names_the_keyword_in_python(good_catalog):
+    from lsbg_classify.catalog import read_catalog
+    from lsbg_classify.pipeline import OptionError
+
+    table = read_catalog(good_catalog)
+    for options, name in ((dict(chunk_size=0), "chunk_size"), (dict(workers=0), "workers"),
+                          (dict(threshold=2.0), "threshold"), (dict(batch_size=-1), "batch_size")):
+        with pytest.raises(OptionError, match=name) as info:
+            classify_catalog(table, backend="simulated", **options)
+        assert info.value.option == name
+
+
+def test_existing_result_columns_are_refused_before_fetching(weights, tmp_path, capsys):
+    path = _write(tmp_path / "scored_before.csv", "ra,dec,lsbg_prob\n10,-45,42\n20,-46,42\n")
+    out = tmp_path / "again.ecsv"
+    cache = tmp_path / "cache"
+    start = time.monotonic()
+    code = _cli(path, out, weights, cache)
+    assert time.monotonic() - start < 1.0
+    _assert_clean_failure(code, capsys, out, ["lsbg_prob", "--overwrite-columns"])
+    _nothing_started(tmp_path, cache)
+    assert _cli(path, out, weights, cache, "--overwrite-columns") == 0
+    prob = np.asarray(Table.read(out)["lsbg_prob"])
+    assert np.all((prob >= 0) & (prob <= 1))
+
+
+def test_existing_result_columns_in_python_name_the_keyword():
+    asked = []
+
+    class Recording(_CannedBackend):
+        def download(self, ra, dec):
+            asked.append((ra, dec))
+            return super().download(ra, dec)
+
+    table = Table({"ra": [10.0], "dec": [-45.0], "lsbg_status": ["x"]})
+    with pytest.raises(CatalogError, match=r"overwrite_columns=True"):
+        classify_catalog(table, backend=Recording(), model=LSBGModel(_ConstantNetwork(), "c"),
+                         cache=False, progress=False)
+    assert asked == []  # refused before anything was fetched
+
+
+def test_column_name_the_output_format_cannot_hold_fails_before_fetching(weights, tmp_path,
+                                                                         capsys):
+    path = tmp_path / "cands.ecsv"
+    Table({"ra": [10.0, 20.0], "dec": [-45.0, -46.0], "Größe": [1.0, 2.0]}).write(path)
+    out = tmp_path / "scored.fits"
+    _assert_clean_failure(_cli(path, out, weights, tmp_path / "cache"), capsys, out,
+                          ["scored.fits", "ASCII"])
+    _nothing_started(tmp_path, tmp_path / "cache")
+
+
+def _keras_model(path, units, activation):
+    import keras
+
+    inputs = keras.Input((64, 64, 3))
+    flat = keras.layers.Flatten()(keras.layers.AveragePooling2D(8)(inputs))
+    keras.Model(inputs, keras.layers.Dense(units, activation=activation)(flat)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("units, activation, names", [
+    (2, "sigmoid", ["--model", "two.keras", "one probability"]),
+    (1, None, ["--model", "linear.keras", "sigmoid"]),
+], ids=["two_outputs", "no_sigmoid"])
+def test_model_with_the_wrong_output_fails_before_fetching(units, activation, names,
+                                                           good_catalog, tmp_path, capsys):
+    model = _keras_model(tmp_path / names[1], units, activation)
+    out = tmp_path / "scored.fits"
+    code = _cli(good_catalog, out, str(model), tmp_path / "cache")
+    _assert_clean_failure(code, capsys, out, names)
+    _nothing_started(tmp_path, tmp_path / "cache")
+
+
+def _keras_naming_os_system(path):
+    import json
+    import zipfile
+
+    source = _keras_model(path.with_name("plain.keras"), 1, "sigmoid")
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(path, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                config["config"]["layers"][1].update(module="os", class_name="system")
+                data = json.dumps(config).encode()
+            zout.writestr(item, data)
+    source.unlink()
+    return path
+
+
+@pytest.mark.parametrize("make", [
+    lambda path: _write(path.with_name("garbage.weights.h5"), b"not an HDF5 file" * 10),
+    lambda path: _keras_naming_os_system(path.with_name("evil.keras")),
+], ids=["garbage_weights", "keras_naming_os_system"])
+def test_unloadable_model_is_one_line(make, good_catalog, tmp_path, capsys):
+    model = make(tmp_path / "x")
+    out = tmp_path / "scored.fits"
+    code = _cli(good_catalog, out, str(model), tmp_path / "cache")
+    _assert_clean_failure(code, capsys, out, ["cannot load model", model.name])
+    _nothing_started(tmp_path, tmp_path / "cache")
+
+
+def test_file_in_the_way_of_the_checkpoint(good_catalog, weights, tmp_path, capsys):
+    out = tmp_path / "scored.fits"
+    blocker = _write(tmp_path / "scored.fits.checkpoint", "mine")
+    code = _cli(good_catalog, out, weights, tmp_path / "cache")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert str(blocker) in err
+    assert blocker.read_text() == "mine" and not out.exists()
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys") or os.access("/sys", os.W_OK) and (
+    os.geteuid() != 0 if hasattr(os, "geteuid") else True),
+    reason="needs a directory that cannot be written to")
+def test_read_only_output_directory(good_catalog, weights, tmp_path, capsys):
+    out = Path("/sys") / "scored.fits"  # read-only for root too
+    code = _cli(good_catalog, out, weights, tmp_path / "cache")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "/sys" in err and "ermission" in err
+    _nothing_started(tmp_path, tmp_path / "cache")
+
+
+def test_url_without_a_scheme_fails_at_once_naming_the_flag(good_catalog, weights, tmp_path,
+                                                            capsys):
+    out = tmp_path / "scored.fits"
+    code = main(["classify", str(good_catalog), "-o", str(out), "--model", weights,
+                 "--base-url", "user:secret@example.org/viewer", "--cache",
+                 str(tmp_path / "cache"), "--quiet"])
+    line = _assert_clean_failure(code, capsys, out, ["--base-url", "http://"])
+    assert "secret" not in line
+    _nothing_started(tmp_path, tmp_path / "cache")
+
+
+# -- why rows were not scored (issue 11) --------------------------------------------------------
+
+
+def test_summary_of_reasons_and_exit_3_when_nothing_is_scored(weights, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = _write(tmp_path / "cands.csv", "ra,dec\n10,-45\n20,-46\n")
+    out = tmp_path / "scored.ecsv"
+    code = main(["classify", str(path), "-o", str(out), "--model", weights, "--no-cache",
+                 "--base-url", f"http://127.0.0.1:{port}/viewer", "--quiet", "--messages"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "fetch_failed 2" in err
+    assert f"127.0.0.1:{port}" in err and "no row could be scored" in err
+    scored = Table.read(out)
+    assert list(scored["lsbg_status"]) == [status.FETCH_FAILED] * 2
+    assert all(f"127.0.0.1:{port}" in m for m in scored["lsbg_message"])
+
+
+def test_summary_on_stderr_without_the_column(weights, shared_cache, tmp_path, capsys):
+    path = _write(tmp_path / "cands.csv", "ra,dec\n10,-45\n20,89.5\n")
+    out = tmp_path / "scored.ecsv"
+    assert _cli(path, out, weights, shared_cache) == 0
+    err = capsys.readouterr().err
+    assert "no_coverage 1" in err and "ok 1" in err
+    assert "no_coverage (1 row):" in err
+    assert "lsbg_message" not in Table.read(out).colnames
+
+
+# -- smaller items of point 8 (issue 11) -----------------------------------------------------------
+
+
+def test_csv_with_a_byte_order_mark(weights, shared_cache, tmp_path):
+    path = _write(tmp_path / "bom.csv", "\ufeffra,dec\n10,-45\n".encode("utf-8"))
+    path.write_bytes(b"\xef\xbb\xbfra,dec\n10,-45\n")
+    out = tmp_path / "scored.ecsv"
+    assert _cli(path, out, weights, shared_cache) == 0
+    assert Table.read(out).colnames[:2] == ["ra", "dec"]
+
+
+def test_duplicate_ra_columns_are_an_error(weights, tmp_path, capsys):
+    path = _write(tmp_path / "dup.csv", "ra,dec,ra\n10,-45,11\n")
+    out = tmp_path / "scored.fits"
+    _assert_clean_failure(_cli(path, out, weights, tmp_path / "cache"), capsys, out,
+                          ["ra, ra_1", "twice", "ra_col"])
+
+
+def test_hdu_chooses_the_table_of_a_multi_hdu_fits(weights, shared_cache, tmp_path, capsys):
+    from astropy.io import fits
+
+    first = fits.BinTableHDU(Table({"flux": [1.0, 2.0, 3.0]}), name="PHOT")
+    second = fits.BinTableHDU(Table({"ra": [10.0, 20.0], "dec": [-45.0, -46.0]}), name="POS")
+    path = tmp_path / "multi.fits"
+    fits.HDUList([fits.PrimaryHDU(), first, second]).writeto(path)
+    out = tmp_path / "scored.ecsv"
+    for hdu in ("2", "POS"):
+        assert _cli(path, out, weights, shared_cache, "--hdu", hdu, "--overwrite") == 0
+        assert len(Table.read(out)) == 2
+    capsys.readouterr()
+    _assert_clean_failure(_cli(path, out, weights, shared_cache, "--hdu", "1", "--overwrite"),
+                          capsys, out, ["no RA column"], before=_sha(out))
+
+
+def test_damaged_checkpoint_manifest(good_catalog, weights, shared_cache, tmp_path, capsys):
+    out = tmp_path / "scored.fits"
+    checkpoint = tmp_path / "scored.fits.checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "manifest.json").write_text("")  # as a kill during the old write left it
+    assert _cli(good_catalog, out, weights, shared_cache) == 0  # no chunk: starts afresh
+    checkpoint.mkdir()
+    (checkpoint / "manifest.json").write_text("")
+    (checkpoint / "chunk-000000000000.npz").write_bytes(b"")
+    code = _cli(good_catalog, out, weights, shared_cache, "--overwrite")
+    err = capsys.readouterr().err
+    assert code == 2 and "damaged manifest" in err and "Expecting value" not in err

@@ -4,6 +4,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import time
 import warnings
 
 import numpy as np
@@ -273,3 +274,70 @@ def test_cache_with_backend_keys(tmp_path):
     assert cache.get(key).payload.data == b"img"
     assert cache.info()["by_backend"] == {"dummy": 1}
     assert os.path.commonpath([cache.path(key), tmp_path]) == str(tmp_path)
+
+
+# -- issue 11: leftovers of killed writers, caps, links ------------------------------------------
+
+
+def _leftover(folder, name, age):
+    """A temporary file as a killed writer leaves it, last changed ``age`` seconds ago."""
+    path = folder / name
+    path.write_bytes(b"half a cutout")
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path
+
+
+def test_clear_and_a_classification_remove_stale_temp_files(tmp_path):
+    cache = CutoutCache(tmp_path)
+    cache.put(KEY, ok(JPEG_BYTES))
+    shard = cache.path(KEY).parent
+    stale = [_leftover(shard, f".{KEY}.abc123.tmp", 2 * 3600),
+             _leftover(tmp_path, ".CACHEDIR.TAG.xyz.tmp", 2 * 3600)]
+    fresh = _leftover(shard, f".{KEY}.def456.tmp", 60)  # may be a writer at work
+    foreign = _leftover(shard, "notes.tmp", 2 * 3600)  # not hidden: not ours
+    assert cache.clear(backend="hips") == 0
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and foreign.exists()
+    assert cache.get(KEY) is not None
+
+
+def test_stale_temp_files_removed_at_the_start_of_a_run(tmp_path, weights):
+    from astropy.table import Table
+
+    from lsbg_classify import classify_catalog
+
+    cache = CutoutCache(tmp_path)
+    cache.put(KEY, ok(JPEG_BYTES))
+    leftover = _leftover(cache.path(KEY).parent, f".{KEY}.abc123.tmp", 2 * 3600)
+    scored = classify_catalog(Table({"ra": [10.0], "dec": [-45.0]}), backend="simulated",
+                              model=weights, cache=tmp_path, progress=False)
+    assert list(scored["lsbg_status"]) == ["ok"]
+    assert not leftover.exists()
+
+
+def test_oversized_entry_is_damaged_and_never_read_whole(tmp_path):
+    cache = CutoutCache(tmp_path, max_bytes=1000)
+    cache.put(KEY, ok(JPEG_BYTES))  # 2 kB: over this cache's cap
+    with pytest.warns(CacheCorruptionWarning, match="over the cap"):
+        assert cache.get(KEY) is None
+    assert not cache.path(KEY).exists()
+    big = CutoutCache(tmp_path)
+    big.put(KEY, ok(JPEG_BYTES))
+    assert big.get(KEY).payload.data == JPEG_BYTES  # within the default cap
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_entry_in_a_linked_folder_outside_the_cache_is_left_alone(tmp_path):
+    cache = CutoutCache(tmp_path / "cache")
+    cache.put(KEY, ok(JPEG_BYTES))
+    shard = cache.path(KEY).parent
+    elsewhere = tmp_path / "elsewhere"
+    shard.rename(elsewhere)
+    shard.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.warns(CacheCorruptionWarning, match="outside"):
+        assert cache.get(KEY) is None
+    assert (elsewhere / cache.path(KEY).name).exists()  # not removed: not the cache's
+    with pytest.warns(CacheCorruptionWarning, match="link out of"):
+        cache.put(KEY, ok(JPEG_BYTES + b"new"))
+    assert (elsewhere / cache.path(KEY).name).read_bytes().endswith(b"\xff\xd9")

@@ -20,8 +20,11 @@ a slow first render could trip the short client timeout.
 """
 
 import collections
+import errno
 import gc
 import io
+import logging
+import os
 import socket
 import threading
 import time
@@ -33,9 +36,11 @@ from astropy.table import Table
 from PIL import Image
 
 from lsbg_classify import classify_catalog, status
-from lsbg_classify.cache import CacheCorruptionWarning, CutoutCache
+from lsbg_classify.cache import CacheCorruptionWarning, CacheUnavailableWarning, CutoutCache
+from lsbg_classify.limits import MAX_PAYLOAD_BYTES
 from lsbg_classify.loopback import Fault, LoopbackViewer
 from lsbg_classify.model import load_model
+from lsbg_classify.surveys import FetchOutcome, Payload
 from lsbg_classify.surveys.http import HttpClient
 from lsbg_classify.surveys.legacysurvey import LegacySurveyBackend, decode_jpeg, is_blank
 
@@ -473,3 +478,239 @@ def test_every_fault_at_once_with_concurrent_workers(server, weights, tmp_path):
     _check_scored(scored, table, [p[2] for p in plan])
     assert [_requests(server, r) for r in ra] == [p[3] for p in plan]
     _check_cache(tmp_path, table, scored, server.url)
+
+
+# -- answers too large, too slow, or with junk after the image (issue 11) -------------------------
+
+
+def _gzip(data):
+    import gzip
+
+    return gzip.compress(data, compresslevel=9)
+
+
+_JPEG = _render_jpeg(1.0, 1.0, "des")
+_JPEG_CAP = MAX_PAYLOAD_BYTES["jpeg"]
+
+OVERSIZED = {
+    # A valid image followed by junk: was accepted as ok and cached whole.
+    "jpeg_then_junk_over_the_cap": Fault(append=b"\x00" * (_JPEG_CAP + 1)),
+    # Junk that looks like a damaged JPEG: was downloaded MAX_ATTEMPTS times.
+    "garbage_over_the_cap": Fault(status=200, body=b"\xff\xd8\xff" + b"\x17" * (2 * _JPEG_CAP),
+                                  content_type="image/jpeg"),
+    # A small gzip body that inflates to many times the cap.
+    "gzip_bomb": Fault(status=200, body=_gzip(_JPEG + b"\x00" * (16 * _JPEG_CAP)),
+                       content_type="image/jpeg", headers={"Content-Encoding": "gzip"}),
+}
+
+
+@pytest.mark.parametrize("fault", OVERSIZED.values(), ids=OVERSIZED.keys())
+def test_answer_over_the_byte_cap_fails_once_without_retry(fault, server, model, tmp_path):
+    table = _catalog()
+    server.set_faults(RowFaults(always={RA[BAD]: fault}))
+    scored = _classify(table, server, model, tmp_path, messages=True)
+    _check_scored(scored, table, [status.OK, status.FETCH_FAILED, status.OK, status.OK])
+    assert "cap" in scored["lsbg_message"][BAD]
+    # The cap is final: one request, nothing cached.
+    assert [_requests(server, ra) for ra in RA] == [1, 1, 1, 1]
+    _check_cache(tmp_path, table, scored, server.url)
+
+
+def test_small_trailing_junk_is_trimmed_and_never_cached(server, model, tmp_path):
+    table = _catalog()
+    server.set_faults(RowFaults(always={RA[BAD]: Fault(append=b"not part of the image" * 50)}))
+    scored = _classify(table, server, model, tmp_path)
+    _check_scored(scored, table, [status.OK] * 4)
+    with LegacySurveyBackend("des", base_url=server.url) as backend:
+        key = backend.cache_key(RA[BAD], DEC[BAD])
+    cached = CutoutCache(tmp_path).get(key).payload.data
+    assert cached == _render_jpeg(RA[BAD], DEC[BAD], "des")  # exactly the image, no junk
+    _check_cache(tmp_path, table, scored, server.url)
+
+
+def test_dripping_server_is_cut_off_at_the_transfer_deadline(server, model, tmp_path):
+    # One byte every 0.05 s never trips the read timeout, and the ~20 kB image
+    # would take over 15 minutes.
+    table = _catalog()
+    server.set_faults(RowFaults(always={RA[BAD]: Fault(drip=0.05)}))
+    http = HttpClient(timeout=RELAXED, backoff=BACKOFF, max_retries=1, deadline=0.5)
+    start = time.monotonic()
+    with LegacySurveyBackend("des", base_url=server.url, http=http) as backend:
+        scored = classify_catalog(table, backend=backend, model=model, cache=tmp_path,
+                                  progress=False, messages=True)
+    assert time.monotonic() - start < 20
+    _check_scored(scored, table, [status.OK, status.FETCH_FAILED, status.OK, status.OK])
+    assert "deadline" in scored["lsbg_message"][BAD]
+    assert _requests(server, RA[BAD]) == 2  # a timeout, so retried (max_retries=1)
+    _check_cache(tmp_path, table, scored, server.url)
+
+
+def test_every_failed_row_says_why(server, model, tmp_path):
+    table = _catalog(dec=[-45.0, -46.0, -47.0, 85.0])
+    server.set_faults(RowFaults(always={RA[BAD]: "html", RA[2]: Fault(action="wrong_size")}))
+    scored = _classify(table, server, model, tmp_path, messages=True)
+    assert scored.colnames[-1] == "lsbg_message"
+    ok, html, wrong, blank = (str(m) for m in scored["lsbg_message"])
+    assert ok == ""
+    assert "HTTP 200" in html and "text/html" in html
+    assert "128x128" in wrong and "256x256" in wrong
+    assert "blank" in blank and "footprint" in blank
+
+
+# -- the cache turned against the run (issue 11) -----------------------------------------------
+
+
+def _replace_with_symlink_to_dev_zero(path):
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+def _replace_with_fifo(path):
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _replace_with_entry_over_the_cap(path):
+    # A well-formed entry (checksums fine) whose payload is over the JPEG cap.
+    cache = CutoutCache(path.parents[2])
+    big = Payload(_JPEG + b"\x00" * _JPEG_CAP, "jpeg")
+    cache.put(path.name[: -len(".cutout")], FetchOutcome(status.OK, big))
+
+
+HOSTILE = {
+    "symlink_to_dev_zero": _replace_with_symlink_to_dev_zero,
+    "fifo": _replace_with_fifo,
+    "entry_over_the_cap": _replace_with_entry_over_the_cap,
+}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs symbolic links and FIFOs")
+@pytest.mark.parametrize("damage", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_cache_entry_is_removed_and_refetched_without_blocking(damage, server, model,
+                                                                        tmp_path):
+    table = _catalog()
+    _classify(table, server, model, tmp_path)
+    with LegacySurveyBackend("des", base_url=server.url) as backend:
+        path = CutoutCache(tmp_path).path(backend.cache_key(RA[BAD], DEC[BAD]))
+    damage(path)
+    server.reset_counts()
+    start = time.monotonic()
+    with pytest.warns(CacheCorruptionWarning, match="damaged cache entry") as caught:
+        again = _classify(table, server, model, tmp_path)
+    assert time.monotonic() - start < 30
+    assert sum(issubclass(w.category, CacheCorruptionWarning) for w in caught) == 1
+    _check_scored(again, table, [status.OK] * 4)
+    assert server.total_requests == 1 and _requests(server, RA[BAD]) == 1
+    assert path.is_file() and not path.is_symlink()
+    _check_cache(tmp_path, table, again, server.url)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("side", [12000, 20000])
+def test_cached_jpeg_bomb_is_bad_image_and_the_run_goes_on(side, server, model, tmp_path):
+    # 12000² passes Pillow's own bomb check and was decoded (4.7 GB, minutes);
+    # 20000² made Pillow raise DecompressionBombError, a traceback on every rerun.
+    table = _catalog()
+    with LegacySurveyBackend("des", base_url=server.url) as backend:
+        key = backend.cache_key(RA[BAD], DEC[BAD])
+    bomb = _jpeg_claiming_size(side)
+    CutoutCache(tmp_path).put(key, FetchOutcome(status.OK, Payload(bomb, "jpeg")))
+    start = time.monotonic()
+    scored = _classify(table, server, model, tmp_path, messages=True)
+    assert time.monotonic() - start < 30
+    _check_scored(scored, table, [status.OK, status.BAD_IMAGE, status.OK, status.OK])
+    assert "pixels" in scored["lsbg_message"][BAD]
+    assert _requests(server, RA[BAD]) == 0  # it came from the cache
+
+
+def test_cache_that_cannot_be_written_degrades_to_uncached_with_one_warning(server, model,
+                                                                            tmp_path):
+    # A file where the cache directory's parent should be: no one, root
+    # included, can create the directory, as with a read-only file system.
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scored = _classify(_catalog(), server, model, blocker / "cache")
+    _check_scored(scored, _catalog(), [status.OK] * 4)
+    unavailable = [w for w in caught if issubclass(w.category, CacheUnavailableWarning)]
+    assert len(unavailable) == 1
+    assert "going on without" in str(unavailable[0].message)
+    assert blocker.read_text() == "x"
+
+
+def test_full_cache_degrades_to_uncached_with_one_warning(server, model, tmp_path, monkeypatch):
+    import lsbg_classify.cache as cache_module
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "atomic_write_bytes", disk_full)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scored = _classify(_catalog(), server, model, tmp_path, checkpoint_dir=tmp_path / "ck",
+                           chunk_size=2)
+    _check_scored(scored, _catalog(), [status.OK] * 4)
+    unavailable = [w for w in caught if issubclass(w.category, CacheUnavailableWarning)]
+    assert len(unavailable) == 1 and "No space left" in str(unavailable[0].message)
+    assert CutoutCache(tmp_path).keys() == []
+
+
+# -- credentials in the server URL (issue 11) ------------------------------------------------------
+
+SECRET = "Pa55w0rdXyZ"
+
+
+@pytest.mark.parametrize("ending", ["fits", "csv", "ecsv", "parquet", "vot", "hdf5"])
+def test_credentials_in_the_url_are_written_nowhere(ending, server, weights, tmp_path, capsys,
+                                                    caplog):
+    from lsbg_classify.cli import main
+
+    host = server.url.split("://", 1)[1]
+    url = f"http://reader:{SECRET}@{host}"
+    path = tmp_path / "cands.csv"
+    _catalog().write(path)
+    # Rows that fail (the message names the URL), one retried (logged), one fine.
+    server.set_faults(RowFaults(always={RA[BAD]: "html", RA[2]: Fault(action="wrong_size")},
+                                script={RA[3]: [503]}))
+    out = tmp_path / f"scored.{ending}"
+    caplog.set_level(logging.DEBUG)
+    code = main(["classify", str(path), "-o", str(out), "--backend", "legacysurvey",
+                 "--base-url", url, "--model", weights, "--cache", str(tmp_path / "cache"),
+                 "--quiet", "--messages"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "text/html" in captured.err  # the reasons are there, without the password
+    texts = {"stdout": captured.out, "stderr": captured.err, "log": caplog.text,
+             "output": out.read_bytes().decode("latin-1")}
+    for name, text in texts.items():
+        assert SECRET not in text, name
+        assert "reader:" not in text, name
+    assert server.log[0].headers.get("Authorization", "").startswith("Basic ")
+    if ending != "csv":  # CSV keeps no provenance at all
+        from lsbg_classify.catalog import read_catalog
+
+        assert read_catalog(out).meta["LSBG_CLASSIFY"]["server"] == server.url
+
+
+def test_credentials_stay_out_of_describe_errors_and_explain(server, weights, tmp_path, capsys,
+                                                            caplog):
+    from lsbg_classify.cli import main
+
+    host = server.url.split("://", 1)[1]
+    url = f"http://reader:{SECRET}@{host}"
+    with LegacySurveyBackend("des", base_url=url) as backend:
+        assert backend.describe()["server"] == server.url
+        assert SECRET in backend.base_url  # still used to log in
+    path = tmp_path / "cands.csv"
+    _catalog().write(path)
+    server.set_faults(RowFaults(always={RA[BAD]: "html"}))
+    caplog.set_level(logging.DEBUG)
+    code = main(["explain", str(path), "--rows", "0,1", "-o", str(tmp_path / "maps.png"),
+                 "--backend", "legacysurvey", "--base-url", url, "--model", weights,
+                 "--no-cache", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "row 1: fetch_failed" in captured.err
+    for text in (captured.out, captured.err, caplog.text):
+        assert SECRET not in text

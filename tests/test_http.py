@@ -14,8 +14,11 @@ from lsbg_classify.surveys.http import (
     DEFAULT_USER_AGENT,
     HttpClient,
     HttpFetchError,
+    ResponseTooLargeError,
     RetryableResponseError,
     parse_retry_after,
+    redact_text,
+    redact_url,
 )
 from lsbg_classify.version import __version__
 
@@ -281,3 +284,82 @@ def test_latency_option_delays_each_request(viewer):
         client.get(jpeg_url(viewer), PARAMS)
         client.get(jpeg_url(viewer), PARAMS)
     assert time.monotonic() - start >= 0.2
+
+
+# -- issue 11: bounded bodies, a deadline for the whole transfer, no credentials ------------------
+
+
+def test_body_over_the_cap_is_final_and_read_only_up_to_the_cap(viewer):
+    viewer.add_faults(Fault(status=200, body=b"\x00" * 300_000, content_type="image/jpeg"))
+    with make_client(max_retries=4) as client:
+        with pytest.raises(ResponseTooLargeError, match="100000"):
+            client.get(jpeg_url(viewer), PARAMS, max_bytes=100_000)
+    assert viewer.counts["cutout.jpg"] == 1  # not retried
+
+
+def test_gzip_body_is_capped_after_decompression(viewer):
+    import gzip
+
+    bomb = gzip.compress(b"\x00" * 5_000_000)
+    viewer.add_faults(Fault(status=200, body=bomb, content_type="image/jpeg",
+                            headers={"Content-Encoding": "gzip"}))
+    with make_client() as client:
+        with pytest.raises(ResponseTooLargeError, match="decompression"):
+            client.get(jpeg_url(viewer), PARAMS, max_bytes=len(bomb) * 10)
+    assert viewer.counts["cutout.jpg"] == 1
+
+
+def test_small_gzip_body_is_decoded(viewer):
+    import gzip
+
+    viewer.add_faults(Fault(status=200, body=gzip.compress(b"hello" * 1000),
+                            content_type="application/octet-stream",
+                            headers={"Content-Encoding": "gzip"}))
+    with make_client() as client:
+        assert client.get(jpeg_url(viewer), PARAMS).content == b"hello" * 1000
+
+
+def test_error_bodies_are_capped_too(viewer):
+    viewer.add_faults(Fault(status=503, body=b"x" * 300_000))
+    with make_client() as client:
+        with pytest.raises(ResponseTooLargeError):
+            client.get(jpeg_url(viewer), PARAMS, max_bytes=1000)
+
+
+def test_transfer_deadline_bounds_a_dripping_answer(viewer):
+    viewer.add_faults(Fault(drip=0.02), Fault(drip=0.02))
+    sleeps = Sleeps()
+    start = time.monotonic()
+    with make_client(sleep=sleeps, max_retries=1, deadline=0.3) as client:
+        with pytest.raises(HttpFetchError, match="deadline"):
+            client.get(jpeg_url(viewer), PARAMS)
+    assert time.monotonic() - start < 5
+    assert viewer.counts["cutout.jpg"] == 2  # a timeout: retried once
+
+
+def test_keep_alive_survives_bounded_reads(viewer):
+    with make_client() as client:
+        for _ in range(3):
+            client.get(jpeg_url(viewer), PARAMS)
+    assert len({r.client for r in viewer.log}) == 1
+
+
+@pytest.mark.parametrize("url, clean", [
+    ("http://user:pw@host:8080/viewer?x=1", "http://host:8080/viewer?x=1"),
+    ("https://token@host/v", "https://host/v"),
+    ("https://host/v?mail=a@b", "https://host/v?mail=a@b"),
+    ("user:pw@host/viewer", "host/viewer"),
+    ("https://host/v", "https://host/v"),
+])
+def test_redact_url(url, clean):
+    assert redact_url(url) == clean
+
+
+def test_errors_never_carry_credentials(viewer):
+    url = viewer.url.replace("http://", "http://reader:Xy9Secret@") + "/cutout.jpg"
+    viewer.add_faults(404)
+    with make_client() as client:
+        with pytest.raises(HttpFetchError) as info:
+            client.get(url, PARAMS)
+    assert "Xy9Secret" not in str(info.value) and "Xy9Secret" not in info.value.url
+    assert "Xy9Secret" not in redact_text(f"see {url} and {url}")

@@ -152,11 +152,6 @@ class HipsBackend(HttpBackend):
         payload = self.query_payload(ra, dec, self.survey.bands[0])
         return requests.Request("GET", self.base_url, params=payload).prepare().url
 
-    def describe(self):
-        info = super().describe()
-        info["server"] = self.base_url
-        return info
-
     def _read_plane(self, response):
         from astropy.io import fits
 
@@ -202,7 +197,8 @@ class HipsBackend(HttpBackend):
         wcs_header = None
         for band in self.survey.bands:
             payload = self.query_payload(ra, dec, band)
-            response = self.http.get(self.base_url, payload, check=check_fits)
+            response = self.http.get(self.base_url, payload, check=check_fits,
+                                     max_bytes=self.max_bytes)
             plane, header = self._read_plane(response)
             finite = plane[np.isfinite(plane)]
             if finite.size == 0 or not np.any(finite):

@@ -22,6 +22,16 @@ they do not hit a struggling server in lock step:
 Other 4xx responses are the client's fault and are not retried.  After the
 last attempt an :class:`HttpFetchError` (a
 :class:`~lsbg_classify.surveys.FetchError`) says which URL failed and why.
+
+Every body is read in small pieces against two bounds (see
+:mod:`lsbg_classify.limits`): a byte cap, counted after any
+``Content-Encoding`` is undone, whose breach is final
+(:class:`ResponseTooLargeError`, no retry), and a deadline for the whole
+transfer, whose breach counts as a timeout (retried).
+
+A user name or password in a URL is sent (as HTTP basic authentication)
+but never written: :func:`redact_url` and :func:`redact_text` remove it
+from every URL that reaches a message, a log record or the provenance.
 """
 
 import email.utils
@@ -29,21 +39,28 @@ import http.client
 import logging
 import os
 import random
+import re
 import threading
 import time
 from datetime import datetime, timezone
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from ..limits import DEFAULT_MAX_BYTES, TRANSFER_DEADLINE, payload_byte_cap
 from ..version import __version__
 from .base import FetchError, SurveyBackend
 
 __all__ = [
     "HttpClient",
     "HttpFetchError",
+    "ResponseTooLargeError",
+    "TransferDeadlineError",
     "RetryableResponseError",
+    "redact_url",
+    "redact_text",
     "DEFAULT_USER_AGENT",
     "RETRY_STATUSES",
     "parse_retry_after",
@@ -99,10 +116,53 @@ class HttpFetchError(FetchError):
     """
 
     def __init__(self, message, url=None, status=None, attempts=0):
-        super().__init__(message)
-        self.url = url
+        super().__init__(redact_text(message))
+        self.url = None if url is None else redact_url(url)
         self.status = status
         self.attempts = attempts
+
+
+class ResponseTooLargeError(HttpFetchError):
+    """An answer was larger than the byte cap (final: not retried)."""
+
+
+class TransferDeadlineError(requests.exceptions.Timeout):
+    """A transfer went on past its deadline (a timeout: retried)."""
+
+
+# scheme://user:password@host -> scheme://host, wherever it appears in a text.
+_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s'\"]*@")
+
+
+def redact_url(url):
+    """``url`` without the user name and password it may carry.
+
+    Parameters
+    ----------
+    url : str
+
+    Returns
+    -------
+    str
+        The same URL with ``user:password@`` removed from its authority
+        (anything that is not a URL is only stripped of such a part).
+    """
+    text = str(url)
+    authority = text.split("/", 1)[0]
+    if "://" not in text and "@" in authority:  # "user:password@host/..." with no scheme
+        text = text[len(authority.rsplit("@", 1)[0]) + 1:]
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return redact_text(text)
+    if "@" not in parts.netloc:
+        return redact_text(text)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def redact_text(text):
+    """``text`` with every ``scheme://user:password@`` cut to ``scheme://``."""
+    return _USERINFO_RE.sub(r"\1", str(text))
 
 
 class RetryableResponseError(Exception):
@@ -196,6 +256,15 @@ class HttpClient:
         ``sleep(seconds)`` used between attempts.  Tests inject a recorder.
     rng : random.Random, optional
         Source of the jitter (a seeded one makes waits reproducible).
+    max_bytes : int
+        Most bytes an answer's body may have after any ``Content-Encoding``
+        is undone (default :data:`~lsbg_classify.limits.DEFAULT_MAX_BYTES`,
+        64 MiB); :meth:`get` takes a per-call cap.
+    deadline : float or None
+        Longest one attempt may take from sending the request to the last
+        byte of the body, in seconds (default
+        :data:`~lsbg_classify.limits.TRANSFER_DEADLINE`, 120 s); None for
+        no limit.
 
     Notes
     -----
@@ -217,11 +286,19 @@ class HttpClient:
         max_retry_after=60.0,
         sleep=None,
         rng=None,
+        max_bytes=DEFAULT_MAX_BYTES,
+        deadline=TRANSFER_DEADLINE,
     ):
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive (seconds)")
+        if int(max_bytes) < 1:
+            raise ValueError("max_bytes must be a positive number of bytes")
+        if deadline is not None and not deadline > 0:
+            raise ValueError("deadline must be positive (seconds) or None")
+        self.max_bytes = int(max_bytes)
+        self.deadline = None if deadline is None else float(deadline)
         self.timeout = timeout
         self.max_retries = int(max_retries)
         self.backoff = float(backoff)
@@ -236,16 +313,20 @@ class HttpClient:
         self._session_lock = threading.Lock()
 
     @classmethod
-    def for_backend(cls, timeout, max_retries=None, backoff=None, workers_hint=32):
+    def for_backend(cls, timeout, max_retries=None, backoff=None, workers_hint=32,
+                    deadline=None):
         """A client sized for a backend used with up to ``workers_hint`` threads.
 
-        ``max_retries`` and ``backoff`` of None keep the polite defaults.
+        ``max_retries``, ``backoff`` and ``deadline`` of None keep the
+        polite defaults.
         """
         options = {"timeout": float(timeout), "pool_size": max(10, int(workers_hint))}
         if max_retries is not None:
             options["max_retries"] = max_retries
         if backoff is not None:
             options["backoff"] = backoff
+        if deadline is not None:
+            options["deadline"] = deadline
         return cls(**options)
 
     # -- session -----------------------------------------------------------
@@ -396,7 +477,7 @@ class HttpClient:
                     attempt + 1,
                     attempts,
                     url,
-                    last_problem,
+                    redact_text(last_problem),
                     delay,
                 )
                 if delay > 0:
@@ -410,8 +491,8 @@ class HttpClient:
             attempts=attempts,
         )
 
-    def get(self, url, params=None, *, check=None, headers=None, timeout=None):
-        """Send a GET request with retries.
+    def get(self, url, params=None, *, check=None, headers=None, timeout=None, max_bytes=None):
+        """Send a GET request with retries, reading the body within bounds.
 
         Parameters
         ----------
@@ -425,27 +506,87 @@ class HttpClient:
             Extra request headers.
         timeout : float, optional
             Overrides the client's timeout (seconds) for this call.
+        max_bytes : int, optional
+            Overrides the client's byte cap for this call (e.g. the cap of
+            the payload format asked for).
 
         Returns
         -------
         requests.Response
-            With the body already read.
+            With the body already read; its ``url`` carries no user name
+            or password.
 
         Raises
         ------
+        ResponseTooLargeError
+            The body (decoded) is larger than the cap; not retried.
         HttpFetchError
             See :meth:`call`.
         """
         timeout = self.timeout if timeout is None else timeout
+        cap = self.max_bytes if max_bytes is None else int(max_bytes)
         try:
-            full_url = requests.Request("GET", url, params=params).prepare().url
+            full_url = redact_url(requests.Request("GET", url, params=params).prepare().url)
         except requests.exceptions.RequestException as exc:
             raise HttpFetchError(f"bad URL {url!r}: {exc}", url=url) from exc
 
         def send():
-            return self.session.get(url, params=params, headers=headers, timeout=timeout)
+            started = time.monotonic()
+            response = self.session.get(url, params=params, headers=headers, timeout=timeout,
+                                        stream=True)
+            try:
+                _read_body(response, cap, None if self.deadline is None
+                           else started + self.deadline)
+            except BaseException:
+                response.close()
+                raise
+            response.url = redact_url(response.url or full_url)
+            return response
 
         return self.call(send, full_url, check=check)
+
+
+# Bytes asked of the socket per read: small, so each read returns what has
+# arrived (read1) and a gzip stream is inflated a little at a time.
+_READ_CHUNK = 64 * 1024
+
+
+def _read_body(response, cap, deadline_at):
+    """Read a streamed body into ``response`` within a byte cap and a deadline.
+
+    ``deadline_at`` is a ``time.monotonic()`` value or None.  Each read waits
+    at most the client's socket timeout, so the deadline is overrun by at
+    most that much.
+    """
+    declared = response.headers.get("Content-Length", "")
+    encoded = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if declared.isdigit() and int(declared) > cap and encoded in ("", "identity"):
+        raise ResponseTooLargeError(
+            f"{response.url} announced {int(declared)} bytes, more than the cap of {cap}",
+            url=response.url, status=response.status_code, attempts=1)
+    raw = response.raw
+    read = getattr(raw, "read1", None) or raw.read
+    parts, size = [], 0
+    while True:
+        piece = read(_READ_CHUNK, decode_content=True)
+        if not piece:
+            break
+        size += len(piece)
+        if size > cap:
+            raise ResponseTooLargeError(
+                f"{response.url} sent more than the cap of {cap} bytes"
+                + (" (after decompression)" if encoded not in ("", "identity") else ""),
+                url=response.url, status=response.status_code, attempts=1)
+        parts.append(piece)
+        if deadline_at is not None and time.monotonic() > deadline_at:
+            raise TransferDeadlineError(
+                f"transfer of {redact_url(response.url)} not finished by its deadline "
+                f"({size} bytes received)")
+    # What requests itself does once it has read a body: later .content,
+    # .text and .json() use these bytes, and close() hands the connection
+    # back to the pool instead of closing it.
+    response._content = b"".join(parts)
+    response._content_consumed = True
 
 
 # Content types that are certainly not an image: the viewer answers an
@@ -456,14 +597,34 @@ FITS_MAGIC = b"SIMPLE  ="
 
 
 def resolve_base_url(base_url, env_name, default):
-    """Base URL precedence: explicit argument > environment > configuration."""
-    for candidate in (base_url, os.environ.get(env_name), default):
+    """Base URL precedence: explicit argument > environment > configuration.
+
+    Raises
+    ------
+    ValueError
+        The URL chosen is not an ``http://`` or ``https://`` URL with a
+        host (a missing scheme would otherwise fail every row, one by one).
+    """
+    for source, candidate in (("base_url", base_url), (env_name, os.environ.get(env_name)),
+                              ("the configured server", default)):
         if candidate:
             if isinstance(candidate, (list, tuple)):
                 # astropy config items may hold a list of mirrors.
                 candidate = candidate[0]
-            return str(candidate).rstrip("/")
+            return _checked_url(str(candidate).rstrip("/"), source)
     raise ValueError("no server URL configured")
+
+
+def _checked_url(url, source):
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {redact_url(url)!r} is not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{source}: {redact_url(url)!r} is not an http:// or https:// URL "
+                         "with a host name (e.g. https://www.legacysurvey.org/viewer)")
+    return url
 
 
 def describe_body(response, limit=120):
@@ -505,21 +666,38 @@ class HttpBackend(SurveyBackend):
     of :class:`~lsbg_classify.surveys.SurveyBackend`: ``base_url``,
     ``timeout`` (seconds per connection attempt and socket read),
     ``max_retries``, ``workers_hint`` (sizes the connection pool),
-    ``backoff`` (base of the retry backoff, seconds) and ``http`` (a client
+    ``backoff`` (base of the retry backoff, seconds), ``deadline`` (seconds
+    one transfer may take in all, default
+    :data:`~lsbg_classify.limits.TRANSFER_DEADLINE`), ``max_bytes`` (cap of
+    one answer in bytes, an int or a dict by format; default
+    :data:`~lsbg_classify.limits.MAX_PAYLOAD_BYTES`) and ``http`` (a client
     to use instead of making one).
+
+    A user name and password in ``base_url`` are used to log in but are
+    left out of :meth:`describe` and of every message.
     """
 
     #: Environment variable that names the server.
     env_url = None
 
     def __init__(self, survey="des", image_format=None, base_url=None, timeout=None,
-                 max_retries=None, workers_hint=32, *, backoff=None, http=None):
+                 max_retries=None, workers_hint=32, *, backoff=None, http=None, deadline=None,
+                 max_bytes=None):
         super().__init__(survey=survey, image_format=image_format)
         default_url, default_timeout = self.default_server()
         self.base_url = resolve_base_url(base_url, self.env_url, default_url)
+        #: Most bytes one answer may have (after decompression).
+        self.max_bytes = payload_byte_cap(self.image_format, max_bytes)
         self.http = http or HttpClient.for_backend(
-            default_timeout if timeout is None else timeout, max_retries, backoff, workers_hint
+            default_timeout if timeout is None else timeout, max_retries, backoff, workers_hint,
+            deadline
         )
+
+    def describe(self):
+        """Provenance, with the server URL stripped of any user name and password."""
+        info = super().describe()
+        info["server"] = redact_url(self.base_url)
+        return info
 
     def default_server(self):
         """(server URL, timeout in seconds) from the service's configuration."""

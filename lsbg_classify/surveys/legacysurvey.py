@@ -36,7 +36,8 @@ from .http import (
     describe_body,
 )
 
-__all__ = ["Conf", "conf", "LegacySurveyBackend", "ENV_URL", "PUBLIC_VIEWER"]
+__all__ = ["Conf", "conf", "LegacySurveyBackend", "ENV_URL", "PUBLIC_VIEWER", "jpeg_length",
+           "trim_jpeg"]
 
 #: Environment variable that overrides ``conf.server``.
 ENV_URL = "LSBG_CLASSIFY_LEGACYSURVEY_URL"
@@ -78,6 +79,71 @@ def decode_jpeg(data):
     with Image.open(io.BytesIO(data)) as img:
         img.load()  # forces a full decode: truncated files fail here
         return np.asarray(img.convert("RGB"))
+
+
+def jpeg_length(data):
+    """Length of the JPEG at the start of ``data``, up to its end-of-image marker.
+
+    Walks the marker segments (skipping each by its length) and the
+    entropy-coded data of every scan, so bytes that merely look like a
+    marker inside a segment (an EXIF thumbnail, say) do not end the image.
+
+    Parameters
+    ----------
+    data : bytes
+
+    Returns
+    -------
+    int or None
+        Bytes up to and including ``FF D9``; None when ``data`` does not
+        start with a JPEG or ends before its end-of-image marker.
+    """
+    n = len(data)
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i < n:
+        if data[i] != 0xFF:
+            return None
+        while i < n and data[i] == 0xFF:  # fill bytes before a marker
+            i += 1
+        if i >= n:
+            return None
+        marker = data[i]
+        i += 1
+        if marker == 0xD9:
+            return i
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            continue
+        if i + 2 > n or int.from_bytes(data[i:i + 2], "big") < 2:
+            return None
+        i += int.from_bytes(data[i:i + 2], "big")
+        if marker == 0xDA:
+            i = _end_of_scan(data, i)
+            if i is None:
+                return None
+    return None
+
+
+def _end_of_scan(data, i):
+    """Offset of the marker that ends the entropy-coded data starting at ``i``."""
+    while True:
+        j = data.find(b"\xff", i)
+        if j < 0 or j + 1 >= len(data):
+            return None
+        following = data[j + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7:  # stuffed byte, restart marker
+            i = j + 2
+        elif following == 0xFF:  # fill byte
+            i = j + 1
+        else:
+            return j
+
+
+def trim_jpeg(data):
+    """``data`` cut after its JPEG's end-of-image marker (unchanged if there is none)."""
+    end = jpeg_length(data)
+    return data if end is None else data[:end]
 
 
 def is_blank(array, tolerance=2):
@@ -296,11 +362,6 @@ class LegacySurveyBackend(HttpBackend):
         )
         return f"{(base_url or PUBLIC_VIEWER).rstrip('/')}?{query}"
 
-    def describe(self):
-        info = super().describe()
-        info["server"] = self.base_url
-        return info
-
     # Cutouts from a mirror are the same pixels, so the server is not part
     # of the cache key (the layer already is).
     def cache_salt(self):
@@ -309,6 +370,10 @@ class LegacySurveyBackend(HttpBackend):
     def _check_jpeg(self, response):
         check_not_text(response, "JPEG")
         body = response.content
+        if body.startswith(_JPEG_MAGIC) and jpeg_length(body) is None:
+            # A JPEG that stops before its end-of-image marker was cut in transit.
+            raise RetryableResponseError("JPEG ends before its end-of-image marker")
+        body = trim_jpeg(body)
         if not body.startswith(_JPEG_MAGIC):
             raise FetchError(
                 f"{response.url} answered HTTP 200 but the body is not a JPEG "
@@ -359,8 +424,12 @@ class LegacySurveyBackend(HttpBackend):
         """
         params = self.request_params(ra, dec)
         if self.image_format == JPEG:
-            response = self.http.get(self.endpoint, params, check=self._check_jpeg)
-            array = decode_jpeg(response.content)
+            response = self.http.get(self.endpoint, params, check=self._check_jpeg,
+                                     max_bytes=self.max_bytes)
+            # Bytes after the end-of-image marker are no part of the image;
+            # they are neither decoded nor cached.
+            data = trim_jpeg(response.content)
+            array = decode_jpeg(data)
             size = int(self.cutout_size)
             if array.shape[:2] != (size, size):
                 raise FetchError(
@@ -372,10 +441,11 @@ class LegacySurveyBackend(HttpBackend):
                     f"blank cutout at ra={float(ra):.6f} dec={float(dec):.6f}: "
                     f"outside the {self.layer} footprint"
                 )
-            return Payload(response.content, JPEG)
+            return Payload(data, JPEG)
         # FITS: outside the footprint the viewer fails with HTTP 500, which
         # cannot be told from a real server error, so it stays a FetchError.
-        response = self.http.get(self.endpoint, params, check=check_fits)
+        response = self.http.get(self.endpoint, params, check=check_fits,
+                                 max_bytes=self.max_bytes)
         try:
             data = normalise_fits_cube(
                 response.content,
