@@ -60,6 +60,7 @@ __all__ = [
     "CacheCorruptionWarning",
     "CutoutCache",
     "validate_key",
+    "atomic_write",
 ]
 
 #: Environment variable that overrides the default cache location.
@@ -554,6 +555,16 @@ def _decode(blob):
     if hashlib.sha256(data).hexdigest() != header["sha256"]:
         raise _Corrupt("payload checksum mismatch")
     return header, data
+
+
+def atomic_write(path, blob):
+    """Write ``blob`` (bytes) to ``path`` so that readers never see a partial file.
+
+    The bytes go to a temporary file beside ``path`` that is flushed,
+    ``fsync``-ed and renamed over it.
+    """
+    path = pathlib.Path(path)
+    _atomic_write(path, blob, prefix=f".{path.name}.")
 
 
 def _atomic_write(path, blob, prefix):
