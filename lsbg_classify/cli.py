@@ -57,7 +57,9 @@ def build_parser():
     p.add_argument("--threshold", type=float, default=0.5, help="class threshold (default 0.5)")
     p.add_argument("--on-invalid", choices=["raise", "flag"], default="raise",
                    help="invalid positions: stop with an error (default) or flag the rows")
-    p.add_argument("--batch-size", type=int, default=256, help="images per model call")
+    p.add_argument("--batch-size", type=int,
+                   help="images per model call (default: the model's fastest, 256 with ONNX "
+                        "Runtime)")
     p.add_argument("--chunk-size", type=int, default=2000,
                    help="rows per checkpointed chunk; finished chunks are kept in "
                         "OUTPUT.checkpoint/ until the output is written, so an interrupted "
@@ -699,11 +701,13 @@ def main(argv=None):
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     from .catalog import CatalogError
+    from .model import MissingExtraError
     from .surveys import FetchError
 
     try:
         COMMANDS[args.command](args)
-    except (UsageError, CatalogError, FetchError, FileNotFoundError, ValueError) as exc:
+    except (UsageError, CatalogError, FetchError, FileNotFoundError, ValueError,
+            MissingExtraError) as exc:
         print(f"lsbg-classify {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
