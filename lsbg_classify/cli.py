@@ -171,6 +171,9 @@ def build_parser():
                         "(e.g. 2000 8000 1000000; default: none)")
     p.add_argument("--memory-scored", type=int, default=4000, metavar="N",
                    help="rows of each memory-run catalog that are scored (default 4000)")
+    p.add_argument("--train-steps", type=int, default=8, metavar="N",
+                   help="timed training steps per installed Keras backend (default 8; 0: leave "
+                        "training out)")
 
     p = sub.add_parser("build-models", help="remake the bundled weights on the simulated sky")
     p.add_argument("-o", "--work-dir", default="runs/bundled", help="data sets, checkpoints, figures")
@@ -594,7 +597,8 @@ def _cmd_bench(args):
 
     run_benchmarks(rows=args.rows, latency=args.latency, workers=args.workers,
                    coords=args.coords, e2e_rows=args.e2e_rows, cache=args.cache,
-                   memory_rows=args.memory_rows, memory_scored=args.memory_scored)
+                   memory_rows=args.memory_rows, memory_scored=args.memory_scored,
+                   train_steps=args.train_steps)
 
 
 def _cmd_reproduce(args):

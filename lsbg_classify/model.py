@@ -211,6 +211,10 @@ class OnnxNetwork:
 
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle threads sleep instead of spinning: the decode threads and other
+        # processes share the cores, and under such contention spinning
+        # threads slowed scoring (``lsbg-classify bench`` on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = int(threads)
         self.path = Path(path)
