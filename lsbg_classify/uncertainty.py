@@ -114,9 +114,10 @@ def mc_dropout_predict(model, images, n_samples=MC_SAMPLES, batch_size=MC_BATCH,
                        temperature=1.0):
     """Mean and spread of the LSBG probability with dropout left on.
 
-    Each image is scored ``n_samples`` times by ``model.network(batch,
-    training=True)``; only the dropout layers behave differently from
-    ordinary prediction (batch normalisation keeps its trained statistics
+    Each image is scored ``n_samples`` times by the Keras network called
+    with ``training=True`` (built from the weights when the model scores
+    through ONNX Runtime, which needs the ``train`` extra); only the dropout
+    layers behave differently from ordinary prediction (batch normalisation keeps its trained statistics
     and is not updated).
 
     Parameters
