@@ -69,7 +69,9 @@ def build_parser():
     p.add_argument("--threshold", type=float, default=0.5, help="class threshold (default 0.5)")
     p.add_argument("--on-invalid", choices=["raise", "flag"], default="raise",
                    help="invalid positions: stop with an error (default) or flag the rows")
-    p.add_argument("--batch-size", type=int, default=256, help="images per model call")
+    p.add_argument("--batch-size", type=int,
+                   help="images per model call (default: the model's fastest, 256 with ONNX "
+                        "Runtime)")
     p.add_argument("--chunk-size", type=int, default=2000,
                    help="rows per checkpointed chunk; finished chunks are kept in "
                         "OUTPUT.checkpoint/ until the output is written, so an interrupted "
@@ -186,6 +188,9 @@ def build_parser():
                         "(e.g. 2000 8000 1000000; default: none)")
     p.add_argument("--memory-scored", type=int, default=4000, metavar="N",
                    help="rows of each memory-run catalog that are scored (default 4000)")
+    p.add_argument("--train-steps", type=int, default=8, metavar="N",
+                   help="timed training steps per installed Keras backend (default 8; 0: leave "
+                        "training out)")
 
     p = sub.add_parser("build-models", help="remake the bundled weights on the simulated sky")
     p.add_argument("-o", "--work-dir", default="runs/bundled", help="data sets, checkpoints, figures")
@@ -707,7 +712,8 @@ def _cmd_bench(args):
 
     run_benchmarks(rows=args.rows, latency=args.latency, workers=args.workers,
                    coords=args.coords, e2e_rows=args.e2e_rows, cache=args.cache,
-                   memory_rows=args.memory_rows, memory_scored=args.memory_scored)
+                   memory_rows=args.memory_rows, memory_scored=args.memory_scored,
+                   train_steps=args.train_steps)
 
 
 def _cmd_reproduce(args):
@@ -826,6 +832,7 @@ def main(argv=None):
     """
     args = build_parser().parse_args(argv)
     from .catalog import CatalogError
+    from .model import MissingExtraError
     from .pipeline import OptionError
     from .surveys import FetchError
 
@@ -837,7 +844,8 @@ def main(argv=None):
         return COMMANDS[args.command](args) or 0
     except OptionError as exc:
         return fail(exc.naming("--" + exc.option.replace("_", "-")))
-    except (UsageError, CatalogError, FetchError, FileNotFoundError, ValueError) as exc:
+    except (UsageError, CatalogError, FetchError, FileNotFoundError, ValueError,
+            MissingExtraError) as exc:
         return fail(exc)
     except OSError as exc:  # the file system's word: permissions, a full disk, ...
         return fail(exc)

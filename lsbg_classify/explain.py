@@ -11,7 +11,7 @@ gradients.  This module sits beside the pipeline; it is not imported by it.
 
 import numpy as np
 
-from .model import import_keras
+from .model import import_keras, import_tensorflow, keras_network_of
 from .uncertainty import as_model_inputs
 
 __all__ = ["last_conv_layer", "gradcam", "overlay", "save_gradcam_png"]
@@ -98,9 +98,8 @@ def gradcam(model, images, layer=None, batch_size=GRADCAM_BATCH):
         strongest; all zero where nothing in the feature map raises the
         score.
     """
-    import tensorflow as tf
-
-    network = getattr(model, "network", model)
+    tf = import_tensorflow()
+    network = keras_network_of(model)
     images = as_model_inputs(images, network)
     conv = last_conv_layer(network) if layer is None else network.get_layer(layer)
     if len(conv.output.shape) != 4:

@@ -177,6 +177,11 @@ class RequestInfo:
     client : tuple
         Client (host, port): equal ports mean a reused keep-alive
         connection.
+    in_flight : int
+        Requests being served when this one arrived, itself included.
+    rate_limited : bool
+        Answered 429 because more than ``concurrency_limit`` requests were
+        in flight.
     """
 
     number: int
@@ -186,6 +191,8 @@ class RequestInfo:
     headers: dict = field(default_factory=dict)
     time: float = 0.0
     client: tuple = ()
+    in_flight: int = 0
+    rate_limited: bool = False
 
 
 class _BadRequest(Exception):
@@ -254,8 +261,13 @@ class _LoopbackServer:
         render_fits=None,
         host="127.0.0.1",
         port=0,
+        concurrency_limit=None,
+        limit_retry_after=None,
     ):
         self.latency = float(latency)
+        self.concurrency_limit = concurrency_limit
+        self.limit_retry_after = limit_retry_after
+        self.in_flight = 0
         self.max_dec = float(max_dec)
         self.footprint = footprint
         self.seed = seed
@@ -439,6 +451,21 @@ class _LoopbackServer:
     # -- request handling --------------------------------------------------
 
     def _serve(self, handler):
+        with self._lock:
+            self.in_flight += 1
+        try:
+            self._serve_counted(handler)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _rate_limit_reply(self):
+        reply = _text_reply(429, f"more than {self.concurrency_limit} concurrent requests")
+        if self.limit_retry_after is not None:
+            reply.headers["Retry-After"] = str(self.limit_retry_after)
+        return reply
+
+    def _serve_counted(self, handler):
         split = urlsplit(handler.path)
         params = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         endpoint = split.path.rstrip("/").rsplit("/", 1)[-1]
@@ -452,9 +479,17 @@ class _LoopbackServer:
                 headers=dict(handler.headers.items()),
                 time=time.monotonic(),
                 client=tuple(handler.client_address),
+                in_flight=self.in_flight,
             )
+            limit = self.concurrency_limit
+            info.rate_limited = limit is not None and self.in_flight > limit
             self.counts[endpoint] += 1
+            self.counts["rate_limited"] += info.rate_limited
             self.log.append(info)
+        if info.rate_limited:
+            # A rate limiter answers at once, before any work.
+            self._send(handler, self._rate_limit_reply())
+            return
         self._wait(self.latency)
         try:
             fault = self._next_fault(info)
@@ -654,12 +689,19 @@ class LoopbackViewer(_LoopbackServer):
         ``render_fits`` (same signature).
     host, port : str, int
         Where to listen; the defaults bind a free port on 127.0.0.1.
+    concurrency_limit : int, optional
+        Answer HTTP 429 at once to a request that arrives while more than
+        this many (itself included) are being served, like a service's
+        rate limiter.  Can be changed later (attribute of the same name).
+    limit_retry_after : float, optional
+        ``Retry-After`` (seconds) sent with those 429 answers.
 
     Attributes
     ----------
     counts : collections.Counter
         Requests per endpoint (``"cutout.jpg"``, ``"cutout.fits"``,
-        ``"jpeg-cutout"``, ``"fits-cutout"``, or anything else asked for).
+        ``"jpeg-cutout"``, ``"fits-cutout"``, or anything else asked for),
+        and ``"rate_limited"``: those answered 429 for ``concurrency_limit``.
     total_requests : int
         All requests received.
     log : list of RequestInfo

@@ -19,12 +19,23 @@ from .preprocess import MODEL_IMAGE_SIZE
 __all__ = [
     "INPUT_SHAPE",
     "BUNDLED_MODELS",
+    "PREDICT_BATCH",
+    "KERAS_PREDICT_BATCH",
+    "RUNTIMES",
+    "TRAIN_EXTRA",
+    "MissingExtraError",
+    "import_keras",
+    "import_tensorflow",
     "build_deepshadows",
     "compile_deepshadows",
     "LSBGModel",
     "ModelLoadError",
+    "OnnxNetwork",
+    "keras_network_of",
     "load_model",
     "bundled_weights_path",
+    "card_path",
+    "onnx_twin_path",
     "dihedral_views",
     "predict_tta",
 ]
@@ -42,23 +53,61 @@ LEARNING_RATE = 0.1
 #: Names of the weights shipped with the package.
 BUNDLED_MODELS = ("des", "hsc")
 
-# Images per network call.  With the compiled graph, 64 images ran 1.1-1.3x
-# faster than 256 on a 2-core CPU with 8 MiB of L3 cache (docs/pipeline.rst,
-# Performance): the first layer's output for 64 images (16 MiB) stays near
-# the cache, for 256 it does not.
-PREDICT_BATCH = 64
+#: Images per ONNX Runtime call.  On a 2-core CPU (8 MiB of L3 cache), 256
+#: images ran about 1.3x faster than 64 and as fast as 512; ``lsbg-classify
+#: bench`` prints the sweep.
+PREDICT_BATCH = 256
+#: Images per Keras call.  With the compiled TensorFlow graph, 64 images ran
+#: 1.1-1.3x faster than 256 on the same CPU (docs/pipeline.rst, Performance):
+#: the first layer's output for 64 images (16 MiB) stays near the cache.
+KERAS_PREDICT_BATCH = 64
+
+#: How :func:`load_model` may run a network: ``"auto"`` (ONNX Runtime when
+#: the weights have a verified ONNX twin, else Keras), ``"onnx"`` or ``"keras"``.
+RUNTIMES = ("auto", "onnx", "keras")
+
+#: The optional dependency set that brings TensorFlow and Keras.
+TRAIN_EXTRA = 'pip install "lsbg-classify[train]"'
+
+
+class MissingExtraError(ImportError):
+    """A feature needs TensorFlow/Keras, which this installation lacks."""
+
+    def __init__(self, missing):
+        super().__init__(
+            f"this needs TensorFlow and Keras (training, fine-tuning, explain, Monte-Carlo "
+            f"dropout, weights without an ONNX twin), but {missing} is not installed: "
+            f"{TRAIN_EXTRA}")
 
 
 def import_keras():
-    """Import Keras (and TensorFlow) on first use, quietly.
+    """Import Keras on first use, quietly.
 
     Importing TensorFlow costs seconds; keeping it out of
-    ``import lsbg_classify`` keeps the command line quick to start.
+    ``import lsbg_classify`` keeps the command line quick to start, and a
+    plain install scores the bundled models without it (ONNX Runtime).
+
+    Raises
+    ------
+    MissingExtraError
+        Keras (or its backend) is not installed.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
+    try:
+        import keras
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "keras") from exc
     return keras
+
+
+def import_tensorflow():
+    """Import TensorFlow on first use, quietly; :class:`MissingExtraError` if absent."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "tensorflow") from exc
+    return tensorflow
 
 
 def build_deepshadows(input_shape=INPUT_SHAPE):
@@ -118,6 +167,16 @@ def bundled_weights_path(name):
     return Path(str(resources.files("lsbg_classify") / "data" / "models" / f"{name}.weights.h5"))
 
 
+def card_path(weights_path):
+    """The model card (training record, JSON) beside a ``.weights.h5`` file."""
+    return Path(str(weights_path).removesuffix(".weights.h5") + ".json")
+
+
+def onnx_twin_path(weights_path):
+    """Where the ONNX twin of a ``.weights.h5`` file lies (``X.weights.h5`` -> ``X.onnx``)."""
+    return Path(str(weights_path).removesuffix(".weights.h5") + ".onnx")
+
+
 def file_sha256(path):
     """SHA-256 of a file, hex."""
     digest = hashlib.sha256()
@@ -127,12 +186,68 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-class LSBGModel:
-    """A trained classifier: Keras network plus where it came from.
+class OnnxNetwork:
+    """The DeepShadows inference graph run by ONNX Runtime, called like a Keras network.
 
     Parameters
     ----------
-    network : keras.Model
+    path : path-like
+        ``.onnx`` file written by :mod:`lsbg_classify.onnx_export`.
+    threads : int, optional
+        Threads of one network call (default: ONNX Runtime's, one per
+        physical core).
+
+    Attributes
+    ----------
+    input_shape : tuple
+        ``(None, 64, 64, 3)``, as a Keras model reports it.
+    metadata : dict
+        The graph's metadata (``weights_sha256`` of the weights it was made of).
+
+    Notes
+    -----
+    ONNX Runtime sessions may be run from several threads at once.
+    """
+
+    def __init__(self, path, threads=None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle threads sleep instead of spinning: the decode threads and other
+        # processes share the cores, and under such contention spinning
+        # threads slowed scoring (``lsbg-classify bench`` on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Without the arena, a run's activations (about 1 MB per image) go
+        # back to the system after each call instead of staying reserved at
+        # the largest batch ever run; it measured as fast.
+        options.enable_cpu_mem_arena = False
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        self.path = Path(path)
+        self.session = onnxruntime.InferenceSession(str(path), options,
+                                                    providers=["CPUExecutionProvider"])
+        inputs = self.session.get_inputs()
+        self._input = inputs[0].name
+        self.input_shape = (None, *inputs[0].shape[1:])
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, images, training=False):
+        """(n, 1) float32 probabilities of float32 images in [0, 1]."""
+        if training:
+            # Only the inference pass is exported; dropout needs the Keras network.
+            raise ValueError("the ONNX graph is the inference pass only; use "
+                             "LSBGModel.keras_network() for training-mode calls")
+        batch = np.ascontiguousarray(images, dtype=np.float32)
+        return self.session.run(None, {self._input: batch})[0]
+
+
+class LSBGModel:
+    """A trained classifier: network plus where it came from.
+
+    Parameters
+    ----------
+    network : keras.Model or OnnxNetwork
         Maps (n, 64, 64, 3) images in [0, 1] to (n, 1) LSBG probabilities.
     name : str
         ``"des"``, ``"hsc"`` or the file name of user weights.
@@ -140,36 +255,76 @@ class LSBGModel:
         Checksum of the weights file, for provenance.
     card : dict
         Training record shipped beside the weights (may be empty).
+    weights_path : path-like, optional
+        The ``.weights.h5`` file, from which :meth:`keras_network` builds
+        the Keras network when ``network`` is an :class:`OnnxNetwork`.
     """
 
-    def __init__(self, network, name, weights_sha256="", card=None):
+    def __init__(self, network, name, weights_sha256="", card=None, weights_path=None):
         self.network = network
         self.name = name
         self.weights_sha256 = weights_sha256
         self.card = card or {}
+        self.weights_path = None if weights_path is None else Path(weights_path)
         # (network, compiled forward pass), built on the first predict.
         self._compiled = None
         self._compile_lock = threading.Lock()
+        self._keras = None
 
-    def predict(self, images, batch_size=PREDICT_BATCH, compiled=True):
+    @property
+    def runtime(self):
+        """``"onnxruntime"`` or ``"keras"``: what :meth:`predict` runs."""
+        return "onnxruntime" if isinstance(self.network, OnnxNetwork) else "keras"
+
+    def keras_network(self):
+        """The Keras network, for what the ONNX graph cannot do.
+
+        Monte-Carlo dropout and Grad-CAM need the network's layers; when
+        the model scores through ONNX Runtime, the Keras network is built
+        from :attr:`weights_path` on first use.
+
+        Raises
+        ------
+        MissingExtraError
+            TensorFlow/Keras are not installed.
+        ValueError
+            The model has no Keras weights to build it from.
+        """
+        if not isinstance(self.network, OnnxNetwork):
+            return self.network
+        with self._compile_lock:
+            if self._keras is None:
+                if self.weights_path is None:
+                    raise ValueError(f"model {self.name!r} has no Keras weights to build the "
+                                     "Keras network from")
+                self._keras = _load_network(self.weights_path)
+            return self._keras
+
+    @property
+    def predict_batch(self):
+        """Images per network call that ran fastest for this model's runtime."""
+        return PREDICT_BATCH if self.runtime == "onnxruntime" else KERAS_PREDICT_BATCH
+
+    def predict(self, images, batch_size=None, compiled=True):
         """LSBG probability for each image.
 
         Parameters
         ----------
         images : array_like, shape (n, 64, 64, 3)
             Model inputs in [0, 1] (uint8 arrays are divided by 255).
-        batch_size : int
-            Images per network call.
+        batch_size : int, optional
+            Images per network call (default :attr:`predict_batch`).
         compiled : bool
-            Run the network as a TensorFlow graph (:meth:`compiled_forward`,
-            the default: faster, same probabilities to float32 rounding) or
-            call it eagerly, layer by layer.
+            Keras networks only: run the network as a TensorFlow graph
+            (:meth:`compiled_forward`, the default: faster, same
+            probabilities to float32 rounding) or call it eagerly, layer by
+            layer.  An ONNX Runtime network ignores it.
 
         Returns
         -------
         numpy.ndarray, shape (n,), float32
         """
-        batch_size = int(batch_size)
+        batch_size = self.predict_batch if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         images = np.asarray(images)
@@ -228,10 +383,16 @@ class LSBGModel:
 
     def provenance(self):
         """Entries for the output table's ``meta``."""
-        return {"model": self.name, "weights_sha256": self.weights_sha256}
+        return {"model": self.name, "weights_sha256": self.weights_sha256,
+                "runtime": self.runtime}
 
 
-def load_model(model="des"):
+def keras_network_of(model):
+    """The Keras network of an :class:`LSBGModel` (built if it scores via ONNX), or ``model``."""
+    return model.keras_network() if isinstance(model, LSBGModel) else model
+
+
+def load_model(model="des", runtime="auto"):
     """Load the bundled DeepShadows weights or a user's own.
 
     Parameters
@@ -241,6 +402,12 @@ def load_model(model="des"):
         file (weights for the DeepShadows architecture); or a ``.keras``
         file (a whole model, loaded in Keras safe mode so no code stored
         in the file is ever run).
+    runtime : {"auto", "onnx", "keras"}
+        ``"auto"`` scores through ONNX Runtime when the weights have an ONNX
+        twin (``X.onnx`` beside ``X.weights.h5``, its checksum in the model
+        card ``X.json``; the bundled models have one), else through Keras;
+        ``"onnx"`` requires the twin, ``"keras"`` ignores it.  An
+        :class:`LSBGModel` is returned as it is.
 
     Returns
     -------
@@ -249,11 +416,19 @@ def load_model(model="des"):
     Raises
     ------
     FileNotFoundError
-        No such file (or bundled weights missing).
+        No such weights (or bundled weights missing), or
+        ``runtime="onnx"`` and no twin.
     ModelLoadError
         The file cannot be loaded: damaged, not weights of the DeepShadows
         architecture, or a ``.keras`` file that needs code (refused).
+    ValueError
+        The twin's checksum is not the one in the model card, or it was
+        exported from other weights.
+    MissingExtraError
+        Keras is needed (no twin, or ``runtime="keras"``) but not installed.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if isinstance(model, LSBGModel):
         return model
     if isinstance(model, str) and model.lower() in BUNDLED_MODELS:
@@ -269,11 +444,21 @@ def load_model(model="des"):
         name = path.name
         if not path.exists():
             raise FileNotFoundError(f"model file {path} does not exist")
+    sha, card = file_sha256(path), _read_card(path)
+    twin = onnx_twin_path(path) if path.name.endswith(".weights.h5") else None
+    if runtime != "keras" and twin is not None and twin.exists():
+        network = _load_onnx_twin(path, twin, sha, card)
+        return LSBGModel(network, name, sha, card, weights_path=path)
+    if runtime == "onnx":
+        expected = twin.name if twin is not None else "X.onnx beside X.weights.h5"
+        raise FileNotFoundError(f"{path.name} has no ONNX twin (expected {expected})")
     try:
         network = _load_network(path)
+    except MissingExtraError:
+        raise
     except Exception as exc:  # untrusted file: any failure of the loader means unusable
         raise ModelLoadError(f"cannot load model {path}: {_first_line(exc)}") from None
-    return LSBGModel(network, name, file_sha256(path), _read_card(path))
+    return LSBGModel(network, name, sha, card, weights_path=path)
 
 
 class ModelLoadError(ValueError):
@@ -284,6 +469,23 @@ def _first_line(exc, limit=300):
     text = next((line.strip() for line in str(exc).splitlines() if line.strip()),
                 type(exc).__name__)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load_onnx_twin(weights, twin, weights_sha256, card):
+    """The twin as an :class:`OnnxNetwork`, after checking it belongs to ``weights``."""
+    regenerate = f"regenerate it with: python -m lsbg_classify.onnx_export {weights}"
+    recorded = card.get("onnx_sha256")
+    actual = file_sha256(twin)
+    if recorded != actual:
+        raise ValueError(f"{twin.name}: checksum {actual[:12]}... is not the one its model card "
+                         f"{card_path(weights).name} records ({str(recorded)[:12]}...); "
+                         + regenerate)
+    network = OnnxNetwork(twin)
+    made_from = network.metadata.get("weights_sha256")
+    if made_from != weights_sha256:
+        raise ValueError(f"{twin.name} was exported from other weights than {weights.name}; "
+                         + regenerate)
+    return network
 
 
 def _load_network(path):
@@ -298,9 +500,9 @@ def _load_network(path):
 
 
 def _read_card(weights_path):
-    card_path = Path(str(weights_path).removesuffix(".weights.h5") + ".json")
-    if card_path.exists():
-        return json.loads(card_path.read_text())
+    path = card_path(weights_path)
+    if path.exists():
+        return json.loads(path.read_text())
     return {}
 
 

@@ -6,6 +6,7 @@ build training sets too); :func:`classify_partition` is the per-partition
 form for Dask/LSDB frames.
 """
 
+import collections
 import datetime
 import functools
 import hashlib
@@ -13,6 +14,7 @@ import json
 import os
 import warnings
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +45,11 @@ DEFAULT_THRESHOLD = 0.5
 # Concurrent requests to a public service: enough to hide latency, few
 # enough to be polite to a server with no documented rate limit.
 DEFAULT_WORKERS = 8
-DEFAULT_BATCH_SIZE = 256
+#: Images per model call unless told: None, the model's fastest measured
+#: (:attr:`~lsbg_classify.model.LSBGModel.predict_batch`).
+DEFAULT_BATCH_SIZE = None
+# Payloads queued per decode thread ahead of the consumer.
+DECODE_AHEAD_PER_THREAD = 32
 # Rows per checkpointed chunk: a few minutes of fetching from a public
 # service, so an interruption loses little.
 DEFAULT_CHUNK_SIZE = 2000
@@ -96,20 +102,22 @@ def check_options(threshold=DEFAULT_THRESHOLD, chunk_size=DEFAULT_CHUNK_SIZE,
     Raises
     ------
     OptionError
-        Naming the keyword: ``threshold`` outside [0, 1] or NaN;
-        ``chunk_size``, ``workers`` or ``batch_size`` not a whole number
-        >= 1; ``mc_samples`` other than 0 or >= 2; ``temperature`` not a
+        Naming the keyword: ``threshold`` outside [0, 1] or NaN (None:
+        the model's own); ``chunk_size``, ``workers`` or ``batch_size``
+        (None: the model's fastest) not a whole number >= 1; ``mc_samples`` other than 0 or >= 2; ``temperature`` not a
         positive finite number.
     """
-    try:
-        threshold_ok = 0.0 <= float(threshold) <= 1.0
-    except (TypeError, ValueError):
-        threshold_ok = False
-    if not threshold_ok:
-        raise OptionError("threshold", f"{{}} must lie in [0, 1], got {threshold!r}")
+    if threshold is not None:
+        try:
+            threshold_ok = 0.0 <= float(threshold) <= 1.0
+        except (TypeError, ValueError):
+            threshold_ok = False
+        if not threshold_ok:
+            raise OptionError("threshold", f"{{}} must lie in [0, 1], got {threshold!r}")
     _whole_number("chunk_size", chunk_size, 1)
     _whole_number("workers", workers, 1)
-    _whole_number("batch_size", batch_size, 1)
+    if batch_size is not None:
+        _whole_number("batch_size", batch_size, 1)
     _whole_number("mc_samples", mc_samples, 0)
     if mc_samples == 1:
         raise OptionError("mc_samples", "{} must be 0 (off) or at least 2, got 1")
@@ -254,17 +262,62 @@ def _iter_outcomes(backend, ra, dec, rows, cache, refresh, workers):
         yield missing[i], outcome
 
 
+def decode_threads():
+    """Threads that decode and resize payloads: one per CPU core this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _decode(outcome, mapping):
+    """(image or None, status, message) of one fetch outcome."""
+    if outcome.status != status.OK:
+        return None, outcome.status, outcome.message
+    return prepare_payload(outcome.payload, mapping)
+
+
+def _decoded_in_order(outcomes, mapping, threads):
+    """Yield (row, image or None, status, message) for (row, outcome) pairs, in their order.
+
+    Decoding and resizing run in ``threads`` worker threads (Pillow releases
+    the GIL while it works), a bounded number of payloads ahead of the
+    consumer, so the model is not kept waiting on one Python thread.  The
+    order is the input order, so batches hold the same rows as a serial run.
+    """
+    if threads <= 1:
+        for row, outcome in outcomes:
+            yield (row, *_decode(outcome, mapping))
+        return
+    # Enough payloads in flight to keep every thread busy while the consumer
+    # scores a batch, few enough that memory stays a few MB.
+    ahead = DECODE_AHEAD_PER_THREAD * threads
+    window = collections.deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="lsbg-decode") as pool:
+        try:
+            for row, outcome in outcomes:
+                window.append((row, pool.submit(_decode, outcome, mapping)))
+                if len(window) >= ahead:
+                    first, future = window.popleft()
+                    yield (first, *future.result())
+            while window:
+                first, future = window.popleft()
+                yield (first, *future.result())
+        finally:
+            for _, future in window:
+                future.cancel()
+
+
 def _iter_images(backend, ra, dec, rows, cache, refresh, workers, progress):
     """Yield (row, image or None, status, message) as cutouts arrive."""
     bar = _progress(len(rows), "fetch", progress)
-    try:
-        for row, outcome in _iter_outcomes(backend, ra, dec, rows, cache, refresh, workers):
+
+    def counted():
+        for item in _iter_outcomes(backend, ra, dec, rows, cache, refresh, workers):
             bar.update()
-            if outcome.status != status.OK:
-                yield row, None, outcome.status, outcome.message
-                continue
-            image, row_status, message = prepare_payload(outcome.payload, backend.survey.colour)
-            yield row, image, row_status, message
+            yield item
+
+    try:
+        yield from _decoded_in_order(counted(), backend.survey.colour, decode_threads())
     finally:
         bar.close()
 
@@ -321,7 +374,8 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
 
     Parameters are those of :func:`fetch_images`, plus ``model`` (an
     :class:`~lsbg_classify.model.LSBGModel`), ``batch_size`` (images per
-    model call), ``mc_samples`` (Monte-Carlo dropout passes per image, 0 for
+    model call; None for the model's fastest,
+    :attr:`~lsbg_classify.model.LSBGModel.predict_batch`), ``mc_samples`` (Monte-Carlo dropout passes per image, 0 for
     none; see :func:`~lsbg_classify.uncertainty.mc_dropout_predict`) and
     ``temperature`` (applied to every probability, see
     :func:`~lsbg_classify.uncertainty.apply_temperature`).
@@ -346,14 +400,19 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
     std = np.full(n, np.nan, np.float32)
     row_status = np.full(n, status.INVALID_POSITION, dtype=f"U{status.STATUS_WIDTH}")
     messages = {}
-    pending_rows, pending_images = [], []
+    batch_size = model.predict_batch if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    # One batch of model inputs, filled in place and reused for every batch.
+    batch = np.empty((batch_size, MODEL_IMAGE_SIZE, MODEL_IMAGE_SIZE, 3), np.float32)
+    pending_rows = []
 
     rows = np.flatnonzero(valid)
     score_bar = _progress(len(rows), "score", progress)
 
     def flush():
         if pending_rows:
-            images = np.stack(pending_images)
+            images = batch[:len(pending_rows)]
             prob[pending_rows] = apply_temperature(model.predict(images, batch_size=batch_size),
                                                    temperature)
             if mc_samples:
@@ -361,7 +420,6 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
                                                        seed=MC_SEED, temperature=temperature)[1]
             score_bar.update(len(pending_rows))
             pending_rows.clear()
-            pending_images.clear()
 
     try:
         for row, image, st, message in _iter_images(
@@ -371,9 +429,9 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
             if message:
                 messages[int(row)] = message
             if image is not None:
+                batch[len(pending_rows)] = image
                 pending_rows.append(row)
-                pending_images.append(image)
-                if len(pending_rows) >= batch_size:
+                if len(pending_rows) == batch_size:
                     flush()
         flush()
     finally:
@@ -572,8 +630,10 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         Ignore cached cutouts and fetch again.
     workers : int
         Concurrent requests to the image service (at least 1).
-    batch_size : int
-        Images per model call.
+    batch_size : int, optional
+        Images per model call; default: the model's fastest measured
+        (:attr:`~lsbg_classify.model.LSBGModel.predict_batch`, 256 with
+        ONNX Runtime).
     progress : bool or None
         Progress bars; None shows them only on a terminal.
     backend_options : dict, optional
@@ -631,6 +691,10 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
     try:
         classifier = load_model(survey if model is None else model)
         check_model(classifier)
+        if mc_samples:
+            # Dropout sampling runs on the Keras network: build it (or say
+            # which extra it needs) before anything is fetched.
+            classifier.keras_network()
         opened = _open_cache(cache)
         if opened is not None:
             opened.remove_stale_temp_files()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .model import import_keras
+from .model import import_keras, import_tensorflow, keras_network_of
 
 __all__ = ["MC_SAMPLES", "MC_BATCH", "MC_SEED", "mc_dropout_predict", "apply_temperature",
            "check_temperature", "as_model_inputs"]
@@ -114,9 +114,10 @@ def mc_dropout_predict(model, images, n_samples=MC_SAMPLES, batch_size=MC_BATCH,
                        temperature=1.0):
     """Mean and spread of the LSBG probability with dropout left on.
 
-    Each image is scored ``n_samples`` times by ``model.network(batch,
-    training=True)``; only the dropout layers behave differently from
-    ordinary prediction (batch normalisation keeps its trained statistics
+    Each image is scored ``n_samples`` times by the Keras network called
+    with ``training=True`` (built from the weights when the model scores
+    through ONNX Runtime, which needs the ``train`` extra); only the dropout
+    layers behave differently from ordinary prediction (batch normalisation keeps its trained statistics
     and is not updated).
 
     Parameters
@@ -145,13 +146,12 @@ def mc_dropout_predict(model, images, n_samples=MC_SAMPLES, batch_size=MC_BATCH,
         (``model.predict``), which scales activations instead of dropping
         them.
     """
-    network = getattr(model, "network", model)
     if int(n_samples) < 2:
         raise ValueError(f"n_samples must be at least 2 to measure a spread, got {n_samples}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    import tensorflow as tf
-
+    network = keras_network_of(model)
+    tf = import_tensorflow()
     images = as_model_inputs(images, network)
     mean = np.empty(len(images), np.float32)
     std = np.empty(len(images), np.float32)

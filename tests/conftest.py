@@ -116,6 +116,7 @@ def _fresh(server):
     # it back with no faults, no latency and zeroed counters.
     server.clear_faults()
     server.latency = 0.0
+    server.concurrency_limit = None
     server.reset_counts()
     return server
 

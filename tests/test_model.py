@@ -86,7 +86,8 @@ def test_bundled_weights_are_trained_and_documented(name):
 
 @pytest.fixture(scope="module")
 def des_model():
-    return load_model("des")
+    # The Keras path: the compiled TensorFlow graph is under test.
+    return load_model("des", runtime="keras")
 
 
 def test_compiled_path_gives_the_eager_probabilities(des_model):

@@ -129,6 +129,32 @@ def test_same_probabilities_whatever_the_batching_and_concurrency(untrained_mode
     assert np.allclose(untrained_model.predict(images), reference, atol=1e-6)
 
 
+@pytest.mark.parametrize("threads", [2, 5])
+def test_decoding_in_threads_changes_nothing(untrained_model, tmp_path, monkeypatch, threads):
+    from lsbg_classify import pipeline
+
+    rng = np.random.default_rng(8)
+    ra, dec = np.round(rng.uniform(0, 60, 30), 3), rng.uniform(-60, -40, 30)
+    dec[4] = 89.5  # outside the footprint
+    backend = CountingBackend(fail={ra[7]}, garbage={ra[11], ra[12]})
+    cache = CutoutCache(tmp_path)
+    monkeypatch.setattr(pipeline, "decode_threads", lambda: 1)
+    serial = score_positions(ra, dec, backend, untrained_model, cache=cache, batch_size=7,
+                             workers=1, progress=False)
+    monkeypatch.setattr(pipeline, "decode_threads", lambda: threads)
+    monkeypatch.setattr(pipeline, "DECODE_AHEAD_PER_THREAD", 2)
+    threaded = score_positions(ra, dec, backend, untrained_model, cache=cache, batch_size=7,
+                               workers=1, progress=False)
+    assert backend.calls == 31  # every row once, and the failed row again
+    assert list(serial[1]).count("ok") == 26
+    assert serial[1][4] == "no_coverage" and serial[1][7] == "fetch_failed"
+    assert list(serial[1][[11, 12]]) == ["bad_image"] * 2
+    # Same rows in the same batches: bit-identical probabilities.
+    assert np.array_equal(serial[0], threaded[0], equal_nan=True)
+    assert np.array_equal(serial[1], threaded[1])
+    assert serial[2].keys() == threaded[2].keys()
+
+
 def test_legacysurvey_backend_through_a_loopback_viewer(candidates, untrained_model, tmp_path):
     with LoopbackViewer() as viewer:
         scored = classify_catalog(candidates, survey="des", backend="legacysurvey",

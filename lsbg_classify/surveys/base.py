@@ -22,6 +22,7 @@ import astropy.units as u
 
 from .. import status
 from ..colour import DES_MAPPING, HSC_MAPPING, ColourMapping
+from .pacing import AdaptiveConcurrency
 
 __all__ = [
     "SurveyInfo",
@@ -167,6 +168,15 @@ def _registered_name(cls):
         if ep.value.replace(" ", "") == target:
             return ep.name
     return cls.__name__.lower()
+
+
+def _paced(function, limiter):
+    """``function`` run while holding a place of ``limiter``."""
+    def run(*args):
+        with limiter.slot():
+            return function(*args)
+
+    return run
 
 
 class SurveyBackend(ABC):
@@ -328,7 +338,9 @@ class SurveyBackend(ABC):
         ra, dec : sequence of float
             Positions in degrees.
         workers : int
-            Concurrent requests.  Ignored by local backends.
+            Most concurrent requests.  Ignored by local backends.  Fewer
+            are sent while the service answers 429/503 (see
+            :mod:`~lsbg_classify.surveys.pacing`).
         on_fetched : callable, optional
             ``on_fetched(index, outcome)``, called in the fetching thread as
             soon as an outcome is known, before it waits to be yielded: the
@@ -352,9 +364,10 @@ class SurveyBackend(ABC):
             for i, (r, d) in enumerate(zip(ra, dec)):
                 yield i, fetch_index(i, r, d)
             return
+        paced = _paced(fetch_index, AdaptiveConcurrency(workers))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
-                pool.submit(fetch_index, i, r, d): i for i, (r, d) in enumerate(zip(ra, dec))
+                pool.submit(paced, i, r, d): i for i, (r, d) in enumerate(zip(ra, dec))
             }
             try:
                 for future in as_completed(futures):

@@ -51,6 +51,7 @@ from requests.adapters import HTTPAdapter
 
 from ..limits import DEFAULT_MAX_BYTES, TRANSFER_DEADLINE, payload_byte_cap
 from ..version import __version__
+from . import pacing
 from .base import FetchError, SurveyBackend
 
 __all__ = [
@@ -443,6 +444,8 @@ class HttpClient:
                 last_status = response.status_code
                 if response.status_code in RETRY_STATUSES:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    if response.status_code in pacing.THROTTLE_STATUSES:
+                        pacing.report_throttled(retry_after)
                     last_problem = (
                         f"HTTP {response.status_code} {response.reason or ''}".strip()
                     )
@@ -462,13 +465,13 @@ class HttpClient:
                         attempts=attempt + 1,
                     )
                 else:
-                    if check is None:
-                        return response
                     try:
-                        check(response)
+                        if check is not None:
+                            check(response)
                     except RetryableResponseError as exc:
                         last_problem = f"damaged response: {exc}"
                     else:
+                        pacing.report_success()
                         return response
             if attempt + 1 < attempts:
                 delay = self.backoff_delay(attempt, retry_after)
@@ -481,7 +484,9 @@ class HttpClient:
                     delay,
                 )
                 if delay > 0:
-                    self._sleep(delay)
+                    # Other requests may go out meanwhile (within the limit).
+                    with pacing.released():
+                        self._sleep(delay)
         status_text = "no response" if last_status is None else f"HTTP {last_status}"
         raise HttpFetchError(
             f"GET {url} failed after {attempts} attempt(s); last status: {status_text}; "
