@@ -66,7 +66,12 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, help="scored catalog to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--model", help="weights file (default: the bundled model of --survey)")
-    p.add_argument("--threshold", type=float, default=0.5, help="class threshold (default 0.5)")
+    p.add_argument("--threshold", type=float,
+                   help="class threshold (default: the model card's decision_threshold, chosen "
+                        "on real cutouts for the bundled DES model; 0.5 without one)")
+    p.add_argument("--tta", action="store_true",
+                   help="average each probability over the 8 flips and rotations of the cutout "
+                        "(8 network passes per image)")
     p.add_argument("--on-invalid", choices=["raise", "flag"], default="raise",
                    help="invalid positions: stop with an error (default) or flag the rows")
     p.add_argument("--batch-size", type=int,
@@ -393,7 +398,7 @@ def _cmd_classify(args):
             progress=False if args.quiet else None,
             checkpoint_dir=checkpoint, chunk_size=args.chunk_size,
             mc_samples=args.mc_samples, temperature=args.temperature,
-            overwrite_columns=args.overwrite_columns, messages=True,
+            overwrite_columns=args.overwrite_columns, messages=True, tta=args.tta,
         )
     reasons = scored[MESSAGE_COLUMN]
     if not args.messages:

@@ -4,6 +4,7 @@ Architecture and optimiser follow Table 1 and Section 4 of Tanoglidis,
 Ćiprijanović & Drlica-Wagner (2021, Astronomy & Computing 35, 100469).
 """
 
+import copy
 import hashlib
 import json
 import os
@@ -61,6 +62,9 @@ PREDICT_BATCH = 256
 #: 1.1-1.3x faster than 256 on the same CPU (docs/pipeline.rst, Performance):
 #: the first layer's output for 64 images (16 MiB) stays near the cache.
 KERAS_PREDICT_BATCH = 64
+
+#: ``lsbg_class`` threshold of weights whose card chooses none.
+DEFAULT_DECISION_THRESHOLD = 0.5
 
 #: How :func:`load_model` may run a network: ``"auto"`` (ONNX Runtime when
 #: the weights have a verified ONNX twin, else Keras), ``"onnx"`` or ``"keras"``.
@@ -270,6 +274,21 @@ class LSBGModel:
         self._compiled = None
         self._compile_lock = threading.Lock()
         self._keras = None
+        self.tta = False
+
+    @property
+    def decision_threshold(self):
+        """``lsbg_class`` threshold chosen for these weights (model card), else 0.5."""
+        return float(self.card.get("decision_threshold", DEFAULT_DECISION_THRESHOLD))
+
+    def with_tta(self):
+        """This model, averaging every prediction over the 8 flips and rotations.
+
+        See :func:`predict_tta`.  The returned model shares the network.
+        """
+        twin = copy.copy(self)
+        twin.tta = True
+        return twin
 
     @property
     def runtime(self):
@@ -323,7 +342,18 @@ class LSBGModel:
         Returns
         -------
         numpy.ndarray, shape (n,), float32
+            With :attr:`tta` (see :meth:`with_tta`), the mean over the 8
+            flips and rotations of each image.
         """
+        if self.tta:
+            images = np.asarray(images)
+            total = np.zeros(len(images), np.float64)
+            for view in dihedral_views(images):
+                total += self._predict(np.ascontiguousarray(view), batch_size, compiled)
+            return (total / 8).astype(np.float32)
+        return self._predict(images, batch_size, compiled)
+
+    def _predict(self, images, batch_size, compiled):
         batch_size = self.predict_batch if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
@@ -383,8 +413,11 @@ class LSBGModel:
 
     def provenance(self):
         """Entries for the output table's ``meta``."""
-        return {"model": self.name, "weights_sha256": self.weights_sha256,
-                "runtime": self.runtime}
+        entries = {"model": self.name, "weights_sha256": self.weights_sha256,
+                   "runtime": self.runtime}
+        if self.tta:
+            entries["tta"] = "mean of 8 flips and rotations"
+        return entries
 
 
 def keras_network_of(model):
@@ -524,7 +557,7 @@ def dihedral_views(images):
             yield np.rot90(flipped, k, axes=(1, 2))
 
 
-def predict_tta(model, images, batch_size=PREDICT_BATCH):
+def predict_tta(model, images, batch_size=None):
     """LSBG probability averaged over the 8 flips and rotations of each image.
 
     A sky cutout has no preferred orientation, so averaging the network's
@@ -536,15 +569,11 @@ def predict_tta(model, images, batch_size=PREDICT_BATCH):
     model : LSBGModel
     images : array_like, shape (n, 64, 64, 3)
         Model inputs (uint8, or float in [0, 1]).
-    batch_size : int
-        Images per network call.
+    batch_size : int, optional
+        Images per network call (default: the model's fastest).
 
     Returns
     -------
     numpy.ndarray, shape (n,), float32
     """
-    images = np.asarray(images)
-    total = np.zeros(len(images), np.float64)
-    for view in dihedral_views(images):
-        total += model.predict(np.ascontiguousarray(view), batch_size=batch_size)
-    return (total / 8).astype(np.float32)
+    return model.with_tta().predict(images, batch_size=batch_size)

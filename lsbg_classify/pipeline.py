@@ -584,11 +584,11 @@ def _chunked(ra, dec, backend, model, checkpoint_dir, chunk_size, valid, options
 
 
 def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
-                     threshold=DEFAULT_THRESHOLD, ra_col=None, dec_col=None, on_invalid="raise",
+                     threshold=None, ra_col=None, dec_col=None, on_invalid="raise",
                      cache=True, refresh=False, workers=DEFAULT_WORKERS,
                      batch_size=DEFAULT_BATCH_SIZE, progress=None, backend_options=None,
                      checkpoint_dir=None, chunk_size=DEFAULT_CHUNK_SIZE, mc_samples=0,
-                     temperature=None, overwrite_columns=False, messages=False):
+                     temperature=None, overwrite_columns=False, messages=False, tta=False):
     """Score every candidate of a catalog with DeepShadows.
 
     Everything that can be checked before the first fetch is checked first
@@ -613,8 +613,11 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
     model : str, path-like or LSBGModel, optional
         Defaults to the bundled model of ``survey``.  It must map 64×64×3
         images to one probability each (see :func:`check_model`).
-    threshold : float
-        ``lsbg_class`` is 1 where ``lsbg_prob >= threshold``.
+    threshold : float, optional
+        ``lsbg_class`` is 1 where ``lsbg_prob >= threshold``.  Default: the
+        model's :attr:`~lsbg_classify.model.LSBGModel.decision_threshold`
+        (chosen on real cutouts for the bundled DES model, see its card;
+        0.5 for weights without one).
     ra_col, dec_col : str, optional
         Position columns; found by name when omitted.
     on_invalid : {"raise", "flag"}
@@ -661,6 +664,10 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
     messages : bool
         Add ``lsbg_message``: why each row has no score (the service's
         answer, the decoder's complaint, ...), empty where it has one.
+    tta : bool
+        Average every probability over the 8 flips and 90° rotations of the
+        cutout (test-time augmentation, :func:`~lsbg_classify.model.predict_tta`):
+        8 network passes per image instead of 1.  Not with ``mc_samples``.
 
     Returns
     -------
@@ -677,6 +684,8 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         A bad option, a column clash or an unusable model, before any fetch.
     """
     check_options(threshold, chunk_size, workers, batch_size, mc_samples, temperature)
+    if tta and mc_samples:
+        raise OptionError("tta", "{} cannot be combined with Monte-Carlo dropout (mc_samples)")
     mc_samples = int(mc_samples)
     scoring = dict(mc_samples=mc_samples,
                    temperature=1.0 if temperature is None else check_temperature(temperature))
@@ -684,13 +693,17 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         return _classify_partitioned(
             table, survey=survey, backend=backend, model=model, threshold=threshold,
             ra_col=ra_col, dec_col=dec_col, cache=cache, refresh=refresh, workers=workers,
-            batch_size=batch_size, backend_options=backend_options, **scoring)
+            batch_size=batch_size, backend_options=backend_options, tta=tta, **scoring)
     _check_clashes(table, mc_samples, messages, overwrite_columns)
     positions = extract_positions(table, ra_col=ra_col, dec_col=dec_col, on_invalid=on_invalid)
     source = get_backend(backend, survey=survey, **(backend_options or {}))
     try:
         classifier = load_model(survey if model is None else model)
         check_model(classifier)
+        if tta:
+            classifier = classifier.with_tta()
+        if threshold is None:
+            threshold = classifier.decision_threshold
         if mc_samples:
             # Dropout sampling runs on the Keras network: build it (or say
             # which extra it needs) before anything is fetched.
@@ -782,9 +795,9 @@ def _worker_backend(backend, survey, options):
 
 
 def classify_partition(frame, survey="des", backend="legacysurvey", model=None,
-                       threshold=DEFAULT_THRESHOLD, ra_col=None, dec_col=None, cache=True,
+                       threshold=None, ra_col=None, dec_col=None, cache=True,
                        refresh=False, workers=DEFAULT_WORKERS, batch_size=DEFAULT_BATCH_SIZE,
-                       backend_options=None, mc_samples=0, temperature=None):
+                       backend_options=None, mc_samples=0, temperature=None, tta=False):
     """Score one partition of a large catalog.
 
     This is what every Dask task runs; it works on a plain
@@ -818,6 +831,10 @@ def classify_partition(frame, survey="des", backend="legacysurvey", model=None,
             positions = extract_positions(columns, ra_name, dec_name, on_invalid="flag")
         source = _worker_backend(backend, survey, tuple(sorted((backend_options or {}).items())))
         classifier = _worker_model(str(survey if model is None else model))
+        if tta:
+            classifier = classifier.with_tta()
+        if threshold is None:
+            threshold = classifier.decision_threshold
         result = score_positions(
             positions.ra, positions.dec, source, classifier, cache=cache, refresh=refresh,
             workers=workers, batch_size=batch_size, progress=False, valid=positions.valid,
@@ -829,7 +846,9 @@ def classify_partition(frame, survey="des", backend="legacysurvey", model=None,
         std = np.empty(0, np.float32)
     scored = np.isfinite(prob)
     out["lsbg_prob"] = prob
-    out["lsbg_class"] = pd.array(np.where(prob >= threshold, 1, 0), dtype="Int8")
+    # An empty partition loads no model; its threshold changes nothing.
+    cut = DEFAULT_THRESHOLD if threshold is None else threshold
+    out["lsbg_class"] = pd.array(np.where(prob >= cut, 1, 0), dtype="Int8")
     out.loc[~scored, "lsbg_class"] = pd.NA
     out["lsbg_status"] = pd.array(row_status, dtype="string")
     if not mc_samples:

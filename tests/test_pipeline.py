@@ -188,3 +188,40 @@ def test_pipeline_imports_no_training_simulation_or_evaluation():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_threshold_is_the_model_cards_and_tta_averages_eight_views(tmp_path):
+    import json
+
+    import numpy as np
+    from astropy.table import Table
+
+    from lsbg_classify.model import build_deepshadows, dihedral_views, load_model
+    from lsbg_classify.pipeline import classify_catalog
+
+    network = build_deepshadows()
+    weights = tmp_path / "mine.weights.h5"
+    network.save_weights(weights)
+    (tmp_path / "mine.json").write_text(json.dumps({"decision_threshold": 0.0}))
+    table = Table({"ra": [10.0, 10.01, 10.02], "dec": [-30.0, -30.0, -30.0]})
+    scored = classify_catalog(table, backend="simulated", model=weights, cache=False,
+                              progress=False)
+    # Threshold 0 from the card: every scored row is class 1.
+    assert scored.meta["LSBG_CLASSIFY"]["threshold"] == 0.0
+    assert list(scored["lsbg_class"]) == [1, 1, 1]
+    explicit = classify_catalog(table, backend="simulated", model=weights, cache=False,
+                                progress=False, threshold=1.0)
+    assert explicit.meta["LSBG_CLASSIFY"]["threshold"] == 1.0
+    # TTA: the mean of the model's answers on the 8 views of each image.
+    model = load_model(weights)
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    views = list(dihedral_views(images))
+    assert len(views) == 8 and len({v.tobytes() for v in views[:1] + views[1:]}) == 8
+    expected = np.mean([model.predict(np.ascontiguousarray(v)) for v in views], axis=0)
+    assert np.allclose(model.with_tta().predict(images), expected, atol=1e-6)
+    assert not model.tta
+    with_tta = classify_catalog(table, backend="simulated", model=weights, cache=False,
+                                progress=False, tta=True)
+    assert with_tta.meta["LSBG_CLASSIFY"]["tta"]
+    plain_prob = np.asarray(scored["lsbg_prob"])
+    assert not np.allclose(np.asarray(with_tta["lsbg_prob"]), plain_prob, atol=1e-7)
