@@ -484,7 +484,8 @@ class _LoopbackServer:
             limit = self.concurrency_limit
             info.rate_limited = limit is not None and self.in_flight > limit
             self.counts[endpoint] += 1
-            self.counts["rate_limited"] += info.rate_limited
+            if info.rate_limited:
+                self.counts["rate_limited"] += 1
             self.log.append(info)
         if info.rate_limited:
             # A rate limiter answers at once, before any work.

@@ -445,7 +445,10 @@ class HttpClient:
                 if response.status_code in RETRY_STATUSES:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     if response.status_code in pacing.THROTTLE_STATUSES:
-                        pacing.report_throttled(retry_after)
+                        # Capped as the wait is, so a server cannot park the run.
+                        pacing.report_throttled(
+                            None if retry_after is None else min(retry_after,
+                                                                 self.max_retry_after))
                     last_problem = (
                         f"HTTP {response.status_code} {response.reason or ''}".strip()
                     )
