@@ -29,6 +29,7 @@ import numpy as np
 
 from .evaluate import crossvalidated_threshold, evaluate_model, metrics_table, plot_history
 from .model import file_sha256, load_model, predict_tta
+from .onnx_export import write_onnx_twin
 from .simulation import SIMULATOR_VERSION, make_training_set
 from .training import load_dataset, save_dataset, split_dataset, train
 from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
@@ -405,7 +406,7 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
         card.pop("history", None)
         # Checkpoints carry the optimiser's state too; ship the layer weights alone.
         slim = work / f"{name}.weights.h5"
-        load_model(shipped[name]).network.save_weights(slim)
+        load_model(shipped[name], runtime="keras").keras_network().save_weights(slim)
         card["weights_sha256"] = file_sha256(slim)
         (work / f"{name}_card.json").write_text(json.dumps(card, indent=1))
         if install_dir is not None:
@@ -413,4 +414,7 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(slim, dest / f"{name}.weights.h5")
             (dest / f"{name}.json").write_text(json.dumps(card, indent=1))
+            # Scoring runs on ONNX Runtime: the twin and its checksum in the card.
+            write_onnx_twin(dest / f"{name}.weights.h5")
+            card.update(json.loads((dest / f"{name}.json").read_text()))
     return cards

@@ -29,6 +29,8 @@ def test_build_models_runs_the_whole_recipe_and_installs_cards(tmp_path):
         assert card["weights_sha256"] == load_model(weights).weights_sha256
         assert card["simulator_version"] and 0 < card["decision_threshold"] < 1
         assert card == json.loads(json.dumps(cards[name]))
+        # The installed weights score through their ONNX twin.
+        assert load_model(weights).runtime == "onnxruntime" and card["onnx_sha256"]
     des_card = cards["des"]
     # Two snapshots (one per 2-epoch cycle), averaged, then distilled.
     assert des_card["ensemble_members"] == ["snapshot_01.weights.h5", "snapshot_02.weights.h5"]
