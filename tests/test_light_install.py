@@ -73,13 +73,14 @@ def test_classify_fetch_demo_inspect_and_dask_run_without_tensorflow(tmp_path, c
         import pandas as pd
         from astropy.table import Table
         from lsbg_classify import classify_catalog
+        from lsbg_classify.catalog import read_catalog
 
         frame = Table.read({str(catalog)!r}).to_pandas()
         lazy = classify_catalog(dd.from_pandas(frame, npartitions=2), backend="simulated",
                                 cache="cache")
         scored = lazy.compute(scheduler="synchronous")
         assert list(scored["lsbg_status"]) == ["ok"] * len(frame)
-        reference = Table.read("scored.ecsv")
+        reference = read_catalog("scored.ecsv")
         assert reference.meta["LSBG_CLASSIFY"]["runtime"] == "onnxruntime"
         assert abs(scored["lsbg_prob"].to_numpy() - reference["lsbg_prob"]).max() <= 1e-6
         """, tmp_path)
