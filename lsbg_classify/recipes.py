@@ -340,7 +340,7 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
             if step == shipped_step:
                 des_metrics[label if label.startswith("simulated") else f"{label}_shipped_model"] = m
     if threshold is not None:
-        step_table["distilled_cv_threshold"] = {
+        step_table[f"{shipped_step}_cv_threshold"] = {
             f"real_{k}": {sub: _summary(mm) for sub, mm in
                           _subset_metrics(v[1], steps[shipped_step][f"real_{k}"], v[2], seed,
                                           threshold=cut).items()}
