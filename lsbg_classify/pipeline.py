@@ -29,7 +29,7 @@ from .atomic import atomic_write_bytes
 from .cache import CutoutCache
 from .catalog import (CatalogError, add_result_columns, extract_positions,
                       find_position_columns, output_column_names)
-from .model import load_model
+from .model import DEFAULT_DECISION_THRESHOLD, load_model
 from .preprocess import MODEL_IMAGE_SIZE, prepare_payload
 from .surveys import get_backend
 from .uncertainty import MC_SEED, apply_temperature, check_temperature, mc_dropout_predict
@@ -41,7 +41,8 @@ __all__ = ["classify_catalog", "classify_partition", "fetch_images", "score_posi
            "DEFAULT_THRESHOLD",
            "MC_STD_COLUMN", "MESSAGE_COLUMN"]
 
-DEFAULT_THRESHOLD = 0.5
+# The class threshold of weights whose card chooses none (one constant, in model).
+DEFAULT_THRESHOLD = DEFAULT_DECISION_THRESHOLD
 # Concurrent requests to a public service: enough to hide latency, few
 # enough to be polite to a server with no documented rate limit.
 DEFAULT_WORKERS = 8
