@@ -328,10 +328,21 @@ def test_oversized_entry_is_damaged_and_never_read_whole(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
-def test_entry_in_a_linked_folder_outside_the_cache_is_left_alone(tmp_path):
+@pytest.mark.parametrize("level", ["shard", "backend"])
+def test_entry_in_a_linked_folder_outside_the_cache_is_left_alone(tmp_path, level):
     cache = CutoutCache(tmp_path / "cache")
     cache.put(KEY, ok(JPEG_BYTES))
     shard = cache.path(KEY).parent
+    if level == "backend":
+        # The backend folder is the link; the shard inside it is a real folder.
+        backend_folder = shard.parent
+        elsewhere = tmp_path / "elsewhere"
+        backend_folder.rename(elsewhere)
+        backend_folder.symlink_to(elsewhere, target_is_directory=True)
+        with pytest.warns(CacheCorruptionWarning, match="outside"):
+            assert cache.get(KEY) is None
+        assert (elsewhere / shard.name / cache.path(KEY).name).exists()
+        return
     elsewhere = tmp_path / "elsewhere"
     shard.rename(elsewhere)
     shard.symlink_to(elsewhere, target_is_directory=True)
