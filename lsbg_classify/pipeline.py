@@ -244,25 +244,6 @@ def _progress(total, desc, progress):
     return tqdm(total=total, desc=desc, unit="img", disable=None if progress is None else not progress)
 
 
-def _iter_outcomes(backend, ra, dec, rows, cache, refresh, workers):
-    """Yield (row, FetchOutcome) for ``rows``, from the cache when possible."""
-    missing = []
-    for row in rows:
-        hit = None if (cache is None or refresh) else cache.get(backend.cache_key(ra[row], dec[row]))
-        if hit is None:
-            missing.append(row)
-        else:
-            yield row, hit
-    def store(i, outcome):
-        row = missing[i]
-        cache.put(backend.cache_key(ra[row], dec[row]), outcome)
-
-    fetched = backend.fetch(ra[missing], dec[missing], workers=workers,
-                            on_fetched=None if cache is None else store)
-    for i, outcome in fetched:
-        yield missing[i], outcome
-
-
 def decode_threads():
     """Threads that decode and resize payloads: one per CPU core this process may use."""
     if hasattr(os, "sched_getaffinity"):
@@ -277,48 +258,73 @@ def _decode(outcome, mapping):
     return prepare_payload(outcome.payload, mapping)
 
 
-def _decoded_in_order(outcomes, mapping, threads):
-    """Yield (row, image or None, status, message) for (row, outcome) pairs, in their order.
+def _in_order(items, work, threads):
+    """Yield (item, work(item)) for ``items``, in their order, computed in ``threads`` threads.
 
-    Decoding and resizing run in ``threads`` worker threads (Pillow releases
-    the GIL while it works), a bounded number of payloads ahead of the
-    consumer, so the model is not kept waiting on one Python thread.  The
-    order is the input order, so batches hold the same rows as a serial run.
+    Cache reads, checksums, decoding and resizing release the GIL, so they
+    run in worker threads, a bounded number of items ahead of the consumer:
+    the model is not kept waiting on one Python thread.  The order is the
+    input order, so batches hold the same rows as a serial run.
     """
     if threads <= 1:
-        for row, outcome in outcomes:
-            yield (row, *_decode(outcome, mapping))
+        for item in items:
+            yield item, work(item)
         return
-    # Enough payloads in flight to keep every thread busy while the consumer
+    # Enough items in flight to keep every thread busy while the consumer
     # scores a batch, few enough that memory stays a few MB.
     ahead = DECODE_AHEAD_PER_THREAD * threads
     window = collections.deque()
     with ThreadPoolExecutor(threads, thread_name_prefix="lsbg-decode") as pool:
         try:
-            for row, outcome in outcomes:
-                window.append((row, pool.submit(_decode, outcome, mapping)))
+            for item in items:
+                window.append((item, pool.submit(work, item)))
                 if len(window) >= ahead:
                     first, future = window.popleft()
-                    yield (first, *future.result())
+                    yield first, future.result()
             while window:
                 first, future = window.popleft()
-                yield (first, *future.result())
+                yield first, future.result()
         finally:
             for _, future in window:
                 future.cancel()
 
 
 def _iter_images(backend, ra, dec, rows, cache, refresh, workers, progress):
-    """Yield (row, image or None, status, message) as cutouts arrive."""
+    """Yield (row, image or None, status, message) as cutouts arrive.
+
+    Cached rows come first, in row order, then the fetched ones as they
+    arrive; each is decoded in the worker threads.
+    """
+    mapping = backend.survey.colour
+    threads = decode_threads()
     bar = _progress(len(rows), "fetch", progress)
 
-    def counted():
-        for item in _iter_outcomes(backend, ra, dec, rows, cache, refresh, workers):
-            bar.update()
-            yield item
+    def read_cached(row):
+        hit = cache.get(backend.cache_key(ra[row], dec[row]))
+        return None if hit is None else _decode(hit, mapping)
 
     try:
-        yield from _decoded_in_order(counted(), backend.survey.colour, decode_threads())
+        missing = []
+        if cache is None or refresh:
+            missing = list(rows)
+        else:
+            for row, decoded in _in_order(rows, read_cached, threads):
+                if decoded is None:
+                    missing.append(row)
+                else:
+                    bar.update()
+                    yield (row, *decoded)
+
+        def store(i, outcome):
+            row = missing[i]
+            cache.put(backend.cache_key(ra[row], dec[row]), outcome)
+
+        fetched = backend.fetch(ra[missing], dec[missing], workers=workers,
+                                on_fetched=None if cache is None else store)
+        for (i, outcome), decoded in _in_order(fetched, lambda pair: _decode(pair[1], mapping),
+                                                threads):
+            bar.update()
+            yield (missing[i], *decoded)
     finally:
         bar.close()
 
