@@ -21,7 +21,6 @@ __all__ = [
     "INPUT_SHAPE",
     "BUNDLED_MODELS",
     "PREDICT_BATCH",
-    "KERAS_PREDICT_BATCH",
     "RUNTIMES",
     "TRAIN_EXTRA",
     "MissingExtraError",
@@ -54,14 +53,13 @@ LEARNING_RATE = 0.1
 #: Names of the weights shipped with the package.
 BUNDLED_MODELS = ("des", "hsc")
 
-#: Images per ONNX Runtime call.  On a 2-core CPU (8 MiB of L3 cache), 256
-#: images ran about 1.3x faster than 64 and as fast as 512; ``lsbg-classify
-#: bench`` prints the sweep.
-PREDICT_BATCH = 256
-#: Images per Keras call.  With the compiled TensorFlow graph, 64 images ran
-#: 1.1-1.3x faster than 256 on the same CPU (docs/pipeline.rst, Performance):
-#: the first layer's output for 64 images (16 MiB) stays near the cache.
-KERAS_PREDICT_BATCH = 64
+#: Images per network call, ONNX Runtime and Keras alike.  Measured on 2
+#: cores under load (interleaved, ONNX Runtime with its memory arena), 32 to
+#: 256 images ran within 10% of each other; 64 keeps the activations the
+#: arena holds near 64 MB.  With the compiled TensorFlow graph 64 ran
+#: 1.1-1.3x faster than 256: the first layer's output for 64 images (16 MiB)
+#: stays near the cache.  ``lsbg-classify bench`` prints the sweep.
+PREDICT_BATCH = 64
 
 #: ``lsbg_class`` threshold of weights whose card chooses none.
 DEFAULT_DECISION_THRESHOLD = 0.5
@@ -222,10 +220,10 @@ class OnnxNetwork:
         # processes share the cores, and under such contention spinning
         # threads slowed scoring (``lsbg-classify bench`` on 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Without the arena, a run's activations (about 1 MB per image) go
-        # back to the system after each call instead of staying reserved at
-        # the largest batch ever run; it measured as fast.
-        options.enable_cpu_mem_arena = False
+        # The arena keeps a run's activations (about 1 MB per image) reserved
+        # at the largest batch run, instead of mapping and zeroing them anew
+        # on every call: under load, without it, scoring ran half as fast.
+        options.enable_cpu_mem_arena = True
         if threads:
             options.intra_op_num_threads = int(threads)
         self.path = Path(path)
@@ -321,8 +319,8 @@ class LSBGModel:
 
     @property
     def predict_batch(self):
-        """Images per network call that ran fastest for this model's runtime."""
-        return PREDICT_BATCH if self.runtime == "onnxruntime" else KERAS_PREDICT_BATCH
+        """Images per network call (:data:`PREDICT_BATCH`, the fastest measured)."""
+        return PREDICT_BATCH
 
     def predict(self, images, batch_size=None, compiled=True):
         """LSBG probability for each image.

@@ -642,8 +642,7 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         Concurrent requests to the image service (at least 1).
     batch_size : int, optional
         Images per model call; default: the model's fastest measured
-        (:attr:`~lsbg_classify.model.LSBGModel.predict_batch`, 256 with
-        ONNX Runtime).
+        (:attr:`~lsbg_classify.model.LSBGModel.predict_batch`, 64).
     progress : bool or None
         Progress bars; None shows them only on a terminal.
     backend_options : dict, optional
