@@ -84,7 +84,7 @@ def renderers():
     importable, else a tiny fake with the same signature.
     """
     try:
-        from lsbg_classify.simulation import render_fits, render_jpeg  # noqa: F401
+        from lsbg_classify.simulation.render import render_fits, render_jpeg  # noqa: F401
     except ImportError:
         return {"render_jpeg": fake_render_jpeg, "render_fits": fake_render_fits}
     return {}
@@ -95,7 +95,7 @@ def renderers():
 
 @pytest.fixture(scope="session")
 def _viewer_server(renderers):
-    from lsbg_classify.loopback import LoopbackViewer
+    from lsbg_classify.testing.loopback import LoopbackViewer
 
     server = LoopbackViewer(**renderers)
     yield server
@@ -104,7 +104,7 @@ def _viewer_server(renderers):
 
 @pytest.fixture(scope="session")
 def _hips_server(renderers):
-    from lsbg_classify.loopback import LoopbackHips2fits
+    from lsbg_classify.testing.loopback import LoopbackHips2fits
 
     server = LoopbackHips2fits(**renderers)
     yield server
@@ -123,14 +123,14 @@ def _fresh(server):
 
 @pytest.fixture
 def viewer(_viewer_server):
-    """A running :class:`~lsbg_classify.loopback.LoopbackViewer` (reset per test)."""
+    """A running :class:`~lsbg_classify.testing.loopback.LoopbackViewer` (reset per test)."""
     yield _fresh(_viewer_server)
     _fresh(_viewer_server)
 
 
 @pytest.fixture
 def hips_server(_hips_server):
-    """A running :class:`~lsbg_classify.loopback.LoopbackHips2fits` (reset per test)."""
+    """A running :class:`~lsbg_classify.testing.loopback.LoopbackHips2fits` (reset per test)."""
     yield _fresh(_hips_server)
     _fresh(_hips_server)
 
@@ -145,7 +145,7 @@ def no_service_env(monkeypatch):
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory):
     """Initial (untrained) DeepShadows weights: the plumbing is under test, not the model."""
-    from lsbg_classify.model import build_deepshadows
+    from lsbg_classify.pipeline.model import build_deepshadows
 
     path = tmp_path_factory.mktemp("weights") / "untrained.weights.h5"
     build_deepshadows().save_weights(path)

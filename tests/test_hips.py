@@ -106,7 +106,7 @@ def test_download_three_band_cube(hips_server, backend_for, renderers, survey):
     # Each plane is the simulator's band image: bands are not mixed up.
     render_fits = renderers.get("render_fits")
     if render_fits is None:
-        from lsbg_classify.simulation import render_fits
+        from lsbg_classify.simulation.render import render_fits
     truth = fits.getdata(io.BytesIO(render_fits(RA, DEC, survey, size=256, pixel_scale=info.pixel_scale.value)))
     np.testing.assert_allclose(cube, truth, rtol=1e-5, atol=1e-6)
 

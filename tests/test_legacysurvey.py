@@ -10,19 +10,10 @@ from astropy.io import fits
 from PIL import Image
 
 from lsbg_classify import status
-from lsbg_classify.loopback import Fault, LoopbackViewer
-from lsbg_classify.surveys import (
-    SURVEYS,
-    FetchError,
-    NoCoverageError,
-    get_backend,
-)
-from lsbg_classify.surveys.legacysurvey import (
-    ENV_URL,
-    LegacySurveyBackend,
-    conf,
-    normalise_fits_cube,
-)
+from lsbg_classify.testing.loopback import Fault, LoopbackViewer
+from lsbg_classify.surveys import SURVEYS, FetchError, NoCoverageError, get_backend
+from lsbg_classify.surveys.legacysurvey import (ENV_URL, LegacySurveyBackend, conf,
+                                                normalise_fits_cube)
 
 RA, DEC = 150.0, 2.5
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from lsbg_classify.benchmark import simulated_positions
+from lsbg_classify.testing.benchmark import simulated_positions
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """``lsbg-classify reproduce``: downloads, labels, resumable steps, report.
 
-Everything runs offline: a :class:`~lsbg_classify.loopback.LoopbackFileHost`
+Everything runs offline: a :class:`~lsbg_classify.testing.loopback.LoopbackFileHost`
 serves synthetic coordinate lists in the formats of the paper's repository,
 whose labels are the simulated sky's (``simulation.truth_label``), so the
 loopback viewer's cutouts match them.
@@ -18,11 +18,11 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
-from lsbg_classify import reproduce as rp
-from lsbg_classify.baselines import load_greco2018
+from lsbg_classify.reproduction import reproduce as rp
+from lsbg_classify.reproduction.baselines import load_greco2018
 from lsbg_classify.cli import main
-from lsbg_classify.loopback import LoopbackFileHost
-from lsbg_classify.simulation import truth_label
+from lsbg_classify.testing.loopback import LoopbackFileHost
+from lsbg_classify.simulation.conditions import truth_label
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PER_CLASS = 5  # the smallest --subset: the SVM's Platt scaling needs 5 per class

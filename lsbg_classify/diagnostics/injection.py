@@ -12,12 +12,12 @@ Backgrounds
 -----------
 ``"simulated"``
     Blank fields of the simulated sky
-    (:func:`lsbg_classify.simulation.render_background`: field galaxies
+    (:func:`lsbg_classify.simulation.backgrounds.render_background`: field galaxies
     and stars, PSF, noise and sky as in the training cutouts, nothing at
     the centre).  The galaxy is drawn on the cutout grid through the
     field's Moffat PSF and goes through the viewer's colour mapping and
-    JPEG compression (:func:`lsbg_classify.simulation.bands_to_jpeg`), then
-    :func:`lsbg_classify.preprocess.prepare_payload`, as the ``simulated``
+    JPEG compression (:func:`lsbg_classify.simulation.backgrounds.bands_to_jpeg`), then
+    :func:`lsbg_classify.pipeline.preprocess.prepare_payload`, as the ``simulated``
     backend's cutouts do.
 ``"simulated-artifacts"``
     The same, with one of the simulated artifacts at the centre: how well
@@ -27,14 +27,14 @@ a :class:`~lsbg_classify.surveys.local.LocalFitsBackend`
     of every band is cut around a random position, the galaxy is added to
     it (convolved with a Gaussian PSF of ``psf_fwhm``, in the image's flux
     units via ``zero_point``), and the stamp goes through the local
-    backend and :func:`lsbg_classify.pipeline.fetch_images` as a catalog
+    backend and :func:`lsbg_classify.pipeline.scoring.fetch_images` as a catalog
     position would.  The files on disk are never changed.
 
 Fluxes follow the simulator's conventions
-(:func:`lsbg_classify.simulation.sersic_band_magnitudes`).  On the
+(:func:`lsbg_classify.simulation.backgrounds.sersic_band_magnitudes`).  On the
 simulated sky every source's catalogue flux is multiplied by the
 simulator's brightness calibration (the ``gain`` of
-:func:`~lsbg_classify.simulation.render_background`, 2 = 0.75 mag), so
+:func:`~lsbg_classify.simulation.backgrounds.render_background`, 2 = 0.75 mag), so
 there μ0 is on the same scale as the ``mu0_g`` of the simulated training
 LSBGs; in the user's images μ0 is the physical surface brightness.
 
@@ -56,14 +56,15 @@ import numpy as np
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
-from . import status
-from .model import load_model
-from .pipeline import DEFAULT_THRESHOLD, fetch_images
-from .preprocess import prepare_payload
-from .sheets import pyplot
-from .simulation import bands_to_jpeg, render_background, sersic_band_magnitudes
-from .surveys import JPEG, Payload, get_survey
-from .surveys.local import NANOMAGGY_ZERO_POINT, LocalFitsBackend
+from .. import status
+from ..pipeline.model import load_model
+from ..pipeline.options import DEFAULT_THRESHOLD
+from ..pipeline.scoring import fetch_images
+from ..pipeline.preprocess import prepare_payload
+from ..figures import pyplot
+from ..simulation.backgrounds import bands_to_jpeg, render_background, sersic_band_magnitudes
+from ..surveys import JPEG, Payload, get_survey
+from ..surveys.local import NANOMAGGY_ZERO_POINT, LocalFitsBackend
 
 __all__ = [
     "InjectedLSBG",

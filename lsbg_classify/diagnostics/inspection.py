@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import status
-from .catalog import CatalogError, extract_positions
-from .pipeline import DEFAULT_THRESHOLD
-from .sheets import contact_sheet, png_data_uri
+from .. import status
+from ..pipeline.catalog.read import CatalogError
+from ..pipeline.catalog.columns import extract_positions
+from ..pipeline.options import DEFAULT_THRESHOLD
+from ..figures import contact_sheet, png_data_uri
 
 __all__ = ["SHEET_KINDS", "DEFAULT_ROWS", "select_rows", "inspection_rows",
            "write_inspection_sheets"]
@@ -261,11 +262,11 @@ def write_inspection_sheets(table, images, output_dir, n=DEFAULT_ROWS, second_pr
     ----------
     table : `~astropy.table.Table`
         Scored catalog: sky positions (found as by
-        :func:`~lsbg_classify.catalog.find_position_columns`), ``prob_col``,
+        :func:`~lsbg_classify.pipeline.catalog.columns.find_position_columns`), ``prob_col``,
         optionally ``lsbg_prob_std`` and ``lsbg_status``.
     images : array_like or dict
         The cutouts as the model saw them: an array (len(table), 64, 64, 3)
-        aligned with the table (as :func:`~lsbg_classify.pipeline.fetch_images`
+        aligned with the table (as :func:`~lsbg_classify.pipeline.scoring.fetch_images`
         returns), or a dict row index -> image holding at least the rows of
         :func:`inspection_rows`.  Values in [0, 1] or uint8.
     output_dir : path-like
@@ -294,7 +295,7 @@ def write_inspection_sheets(table, images, output_dir, n=DEFAULT_ROWS, second_pr
     CatalogError
         A probability or position column is missing.
     """
-    from .surveys.legacysurvey import LegacySurveyBackend
+    from ..surveys.legacysurvey import LegacySurveyBackend
 
     selected = inspection_rows(table, n, prob_col, second_prob_col, threshold)
     positions = extract_positions(table, ra_col=ra_col, dec_col=dec_col, on_invalid="flag")

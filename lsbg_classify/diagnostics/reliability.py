@@ -7,13 +7,13 @@ and compares the mean probability with the observed fraction in each bin;
 2015); :func:`fit_temperature` fits the one-parameter correction of Guo et
 al. (2017, "On Calibration of Modern Neural Networks").  This module sits
 beside the pipeline (it needs labels); applying a fitted temperature is
-:func:`lsbg_classify.uncertainty.apply_temperature`, re-exported here.
+:func:`lsbg_classify.pipeline.uncertainty.apply_temperature`, re-exported here.
 """
 
 import numpy as np
 from astropy.table import Table
 
-from .uncertainty import PROB_EPSILON, apply_temperature
+from ..pipeline.uncertainty import PROB_EPSILON, apply_temperature
 
 __all__ = ["N_BINS", "reliability_curve", "expected_calibration_error", "fit_temperature",
            "apply_temperature", "calibration_summary", "plot_reliability"]
@@ -121,7 +121,7 @@ def fit_temperature(y, prob):
     y : array_like of {0, 1}
         True labels, both classes present.
     prob : array_like of float
-        The model's probabilities; clipped :data:`~lsbg_classify.uncertainty.PROB_EPSILON`
+        The model's probabilities; clipped :data:`~lsbg_classify.pipeline.uncertainty.PROB_EPSILON`
         away from 0 and 1.
 
     Returns

@@ -5,7 +5,7 @@ simulation has to reproduce what the network sees: background level, noise
 and colour, the asinh stretch, the density, sizes and colours of field
 sources, and the look of the central candidate.  These functions measure
 those properties on 64x64 uint8 model inputs (as
-:func:`lsbg_classify.simulation.make_training_set` returns them and as the
+:func:`lsbg_classify.simulation.training_set.make_training_set` returns them and as the
 real cutouts are stored) so real and simulated sets can be compared number
 by number, by eye (:func:`contact_sheet`) and with a classifier
 (:func:`discriminator_test`).

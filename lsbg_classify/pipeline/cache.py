@@ -62,10 +62,10 @@ import zlib
 
 from astropy.utils.exceptions import AstropyUserWarning
 
-from . import status
-from .atomic import atomic_write_bytes, remove_stale_temp_files
-from .limits import MAX_PAYLOAD_BYTES, payload_byte_cap
-from .surveys.base import FetchOutcome, Payload
+from .. import status
+from ..atomic import atomic_write_bytes, remove_stale_temp_files
+from ..limits import MAX_PAYLOAD_BYTES, payload_byte_cap
+from ..surveys.base import FetchOutcome, Payload
 
 __all__ = [
     "DEFAULT_CACHE_ENV",

@@ -196,7 +196,7 @@ class OnnxNetwork:
     Parameters
     ----------
     path : path-like
-        ``.onnx`` file written by :mod:`lsbg_classify.onnx_export`.
+        ``.onnx`` file written by :mod:`lsbg_classify.training.onnx_export`.
     threads : int, optional
         Threads of one network call (default: ONNX Runtime's, one per
         physical core).
@@ -506,7 +506,7 @@ def _first_line(exc, limit=300):
 
 def _load_onnx_twin(weights, twin, weights_sha256, card):
     """The twin as an :class:`OnnxNetwork`, after checking it belongs to ``weights``."""
-    regenerate = f"regenerate it with: python -m lsbg_classify.onnx_export {weights}"
+    regenerate = f"regenerate it with: python -m lsbg_classify.training.onnx_export {weights}"
     recorded = card.get("onnx_sha256")
     actual = file_sha256(twin)
     if recorded != actual:

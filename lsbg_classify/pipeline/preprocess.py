@@ -14,8 +14,8 @@ import numpy as np
 from astropy.io import fits
 from PIL import Image, UnidentifiedImageError
 
-from . import status
-from .colour import asinh_rgb
+from .. import status
+from ..colour import asinh_rgb
 
 __all__ = [
     "MODEL_IMAGE_SIZE",

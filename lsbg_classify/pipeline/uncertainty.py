@@ -8,7 +8,7 @@ use it, and it imports nothing beside the model.
 
 Temperature scaling (Guo et al. 2017) divides the logit of every
 probability by one constant ``T`` fitted on labelled data
-(:func:`lsbg_classify.reliability.fit_temperature`); applying a fitted
+(:func:`lsbg_classify.diagnostics.reliability.fit_temperature`); applying a fitted
 ``T`` is inference, so it lives here too.
 """
 

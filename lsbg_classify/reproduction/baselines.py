@@ -19,7 +19,7 @@ This module rebuilds those baselines:
   (2018) LSBGs and artifacts shipped with the DeepShadows repository;
 - :func:`cross_validate_baselines` scores the classifiers with stratified
   k-fold cross-validation and bootstrap intervals
-  (:mod:`lsbg_classify.evaluate`);
+  (:mod:`lsbg_classify.training.evaluate`);
 - :func:`run_greco_benchmark` does all of it on the Greco catalogue and
   writes the tables and the ROC figure (see ``docs/baselines.rst``).
 
@@ -37,7 +37,7 @@ from astropy import units as u
 from astropy.table import Table, vstack
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from .evaluate import METRIC_NAMES, metrics_table, plot_roc
+from ..training.evaluate import METRIC_NAMES, metrics_table, plot_roc
 
 __all__ = [
     "FEATURE_SETS",
@@ -798,7 +798,7 @@ def cross_validate_baselines(X, y, folds=10, seed=0, n_boot=1000, groups=None, g
     (stratified k-fold, shuffled with ``seed``; stratified *group* k-fold
     when ``groups`` is given), so each object gets one out-of-fold LSBG
     probability.  Metrics are computed on the pooled out-of-fold
-    probabilities with :func:`lsbg_classify.evaluate.metrics_table`
+    probabilities with :func:`lsbg_classify.training.evaluate.metrics_table`
     (percentile bootstrap over objects, ``n_boot`` draws, 95%).
 
     Parameters
@@ -826,7 +826,7 @@ def cross_validate_baselines(X, y, folds=10, seed=0, n_boot=1000, groups=None, g
     Returns
     -------
     table : `~astropy.table.Table`
-        Columns ``model``, ``metric`` (:data:`~lsbg_classify.evaluate.METRIC_NAMES`),
+        Columns ``model``, ``metric`` (:data:`~lsbg_classify.training.evaluate.METRIC_NAMES`),
         ``value``, ``ci_low``, ``ci_high``; ``meta`` holds the protocol, the
         confusion counts per model (``<model>_tn`` …) and, for ``svm_grid``,
         the (C, gamma) chosen in each fold.

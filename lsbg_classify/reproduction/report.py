@@ -1,7 +1,7 @@
 """A self-contained HTML report of a DeepShadows reproduction.
 
 :func:`write_report` turns the results of
-:func:`lsbg_classify.reproduce.run_reproduction` into one HTML file that
+:func:`lsbg_classify.reproduction.reproduce.run_reproduction` into one HTML file that
 needs nothing else: the figures (training curves, confusion matrices before
 and after transfer to HSC, ROC curves of the CNN and the feature
 baselines) are PNG images embedded as ``data:`` URIs, and also written as
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import plot_confusion, plot_roc
-from .sheets import png_data_uri, pyplot
+from ..training.evaluate import plot_confusion, plot_roc
+from ..figures import png_data_uri, pyplot
 
 __all__ = ["PAPER_REFERENCE", "PAPER_RESULTS", "REPORT_METRICS", "plot_training_curves",
            "write_report"]

@@ -14,7 +14,7 @@ protocol of Tanoglidis, Ćiprijanović & Drlica-Wagner (2021) end to end:
    HSC objects and test again; train the SVM and random-forest baselines
    on the master lists' SourceExtractor features;
 5. write every metric with bootstrap intervals and an HTML report
-   (:func:`lsbg_classify.report.write_report`).
+   (:func:`lsbg_classify.reproduction.report.write_report`).
 
 Every step writes its output in a work directory and records a
 fingerprint of its inputs (SHA-256 of the files it read, plus its
@@ -40,27 +40,27 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy import config as _config
-from astropy import units as u
+from astropy import config as _config, units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
-from . import status
-from .atomic import atomic_write_bytes
+from .. import status
+from ..atomic import atomic_write_bytes
 from .baselines import baseline_models, catalog_features, load_greco2018, measure_features
-from .cache import CutoutCache
-from .catalog import CatalogError, extract_positions
-from .evaluate import metrics_table
-from .model import file_sha256, load_model
-from .pipeline import fetch_images
-from .preprocess import MODEL_IMAGE_SIZE, as_uint8
+from ..pipeline.cache import CutoutCache
+from ..pipeline.catalog.read import CatalogError
+from ..pipeline.catalog.columns import extract_positions
+from ..training.evaluate import metrics_table
+from ..pipeline.model import file_sha256, load_model
+from ..pipeline.scoring import fetch_images
+from ..pipeline.preprocess import MODEL_IMAGE_SIZE, as_uint8
 from .report import PAPER_RESULTS, write_report
-from .surveys import get_backend, get_survey
-from .surveys.http import HttpClient, redact_url, resolve_base_url
-from .training import load_dataset, save_dataset, train
-from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
-from .version import __version__
+from ..surveys import get_backend, get_survey
+from ..surveys.http import HttpClient, redact_url, resolve_base_url
+from ..training.train import load_dataset, save_dataset, train
+from ..training.defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
+from ..version import __version__
 
 __all__ = [
     "Conf",

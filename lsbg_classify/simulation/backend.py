@@ -3,13 +3,15 @@
 It answers like the Legacy Surveys viewer (a JPEG or a FITS cube per
 position) without a network, so the whole pipeline can be run and tested
 offline, and every answer comes with a known truth label
-(:func:`lsbg_classify.simulation.truth_label`).
+(:func:`lsbg_classify.simulation.conditions.truth_label`).
 """
 
 import math
 from urllib.parse import urlencode
 
-from .base import FITS, JPEG, NoCoverageError, Payload, SurveyBackend
+from ..surveys.base import FITS, JPEG, NoCoverageError, Payload, SurveyBackend
+from .conditions import SIMULATOR_VERSION, truth_label
+from .render import render_fits, render_jpeg
 
 __all__ = ["SimulatedBackend", "FOOTPRINT_MAX_ABS_DEC"]
 
@@ -68,24 +70,18 @@ class SimulatedBackend(SurveyBackend):
         NoCoverageError
             ``|dec| > 89`` deg (the simulated footprint's edge).
         """
-        from .. import simulation
-
         self._check_coverage(ra, dec)
         if self.image_format == FITS:
-            data = simulation.render_fits(ra, dec, self.survey, seed=self.seed)
+            data = render_fits(ra, dec, self.survey, seed=self.seed)
         else:
-            data = simulation.render_jpeg(ra, dec, self.survey, seed=self.seed)
+            data = render_jpeg(ra, dec, self.survey, seed=self.seed)
         return Payload(data=data, format=self.image_format)
 
     def truth_label(self, ra, dec):
         """The label of the simulated candidate at a position (1 = LSBG)."""
-        from ..simulation import truth_label
-
         return truth_label(ra, dec, seed=self.seed)
 
     def cache_salt(self):
-        from ..simulation import SIMULATOR_VERSION
-
         return f"seed={self.seed};v={SIMULATOR_VERSION}"
 
     def describe(self):

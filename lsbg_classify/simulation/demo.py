@@ -13,11 +13,12 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Table
 
-from .catalog import write_catalog
-from .pipeline import classify_catalog, fetch_images
-from .sheets import contact_sheet
-from .simulation import truth_label
-from .surveys import get_backend
+from ..pipeline.catalog.write import write_catalog
+from ..pipeline.classify import classify_catalog
+from ..pipeline.scoring import fetch_images
+from ..figures import contact_sheet
+from .conditions import truth_label
+from ..surveys import get_backend
 
 __all__ = ["demo_catalog", "run_demo"]
 

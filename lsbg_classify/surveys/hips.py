@@ -30,10 +30,7 @@ import requests
 from astropy.coordinates import Angle, Latitude, Longitude
 
 from .base import FITS, FetchError, NoCoverageError, Payload
-from .http import (
-    HttpBackend,
-    check_fits,
-)
+from .http import HttpBackend, check_fits
 
 __all__ = ["HipsBackend", "ENV_URL"]
 
@@ -61,7 +58,7 @@ class HipsBackend(HttpBackend):
         Only ``"fits"``.
     base_url : str, optional
         hips2fits endpoint URL (e.g. a
-        :class:`~lsbg_classify.loopback.LoopbackHips2fits`).  Default: the
+        :class:`~lsbg_classify.testing.loopback.LoopbackHips2fits`).  Default: the
         ``LSBG_CLASSIFY_HIPS2FITS_URL`` environment variable, else
         ``astroquery.hips2fits.conf.server``.
     timeout : float, optional

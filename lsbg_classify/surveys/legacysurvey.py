@@ -7,7 +7,7 @@ half the native pixel scale.  We send the equivalent explicit ``pixscale``
 request does not depend on the viewer's zoom convention.
 
 The viewer can also return the band images as FITS (``cutout.fits``),
-which lets :mod:`lsbg_classify.preprocess` apply the colour mapping itself.
+which lets :mod:`lsbg_classify.pipeline.preprocess` apply the colour mapping itself.
 
 Configuration follows astroquery's style::
 
@@ -28,13 +28,7 @@ import requests
 from astropy import config as _config
 
 from .base import FITS, JPEG, FetchError, NoCoverageError, Payload
-from .http import (
-    HttpBackend,
-    RetryableResponseError,
-    check_fits,
-    check_not_text,
-    describe_body,
-)
+from .http import HttpBackend, RetryableResponseError, check_fits, check_not_text, describe_body
 
 __all__ = ["Conf", "conf", "LegacySurveyBackend", "ENV_URL", "PUBLIC_VIEWER", "jpeg_length",
            "trim_jpeg"]
@@ -270,7 +264,7 @@ class LegacySurveyBackend(HttpBackend):
         survey units for HSC).
     base_url : str, optional
         Viewer base URL, e.g. a mirror or a
-        :class:`~lsbg_classify.loopback.LoopbackViewer`.  Default: the
+        :class:`~lsbg_classify.testing.loopback.LoopbackViewer`.  Default: the
         ``LSBG_CLASSIFY_LEGACYSURVEY_URL`` environment variable, else
         ``conf.server``.
     timeout : float, optional

@@ -47,7 +47,7 @@ Flux units
 The cube is returned in the survey's native units: nanomaggies for DES
 (zero point 22.5, AB), and the HSC coadd unit (zero point 27, i.e.
 nanomaggies times ``survey.colour.flux_divisor`` = 63.1) for HSC, which is
-what :mod:`lsbg_classify.preprocess` expects.  The unit of each input image
+what :mod:`lsbg_classify.pipeline.preprocess` expects.  The unit of each input image
 is taken, in this order, from:
 
 1. ``zero_points`` given to the constructor (AB magnitude of a source of

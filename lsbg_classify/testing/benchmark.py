@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .loopback import LoopbackViewer
-from .surveys import get_backend
+from ..surveys import get_backend
 
 __all__ = [
     "architecture_flops",
@@ -155,7 +155,7 @@ def deepshadows_flops_per_image(network):
 
 def architecture_flops():
     """:func:`deepshadows_flops_per_image` from the architecture's constants, without Keras."""
-    from .model import CONV_FILTERS, CONV_KERNEL, DENSE_UNITS, INPUT_SHAPE
+    from ..pipeline.model import CONV_FILTERS, CONV_KERNEL, DENSE_UNITS, INPUT_SHAPE
 
     side, _, channels = INPUT_SHAPE
     flops = 0
@@ -231,7 +231,7 @@ def _seconds(function):
 
 
 def _load_runtimes(model, runtimes):
-    from .model import MissingExtraError, load_model
+    from ..pipeline.model import MissingExtraError, load_model
 
     loaded, missing = {}, {}
     for runtime in runtimes:
@@ -256,7 +256,7 @@ def inference_throughput(model="des", images=INFERENCE_IMAGES, batch_size=None,
         Random images per measurement.
     batch_size : int, optional
         Images per network call; default: each runtime's fastest
-        (:attr:`~lsbg_classify.model.LSBGModel.predict_batch`), the
+        (:attr:`~lsbg_classify.pipeline.model.LSBGModel.predict_batch`), the
         pipeline's default.
     repeats : int
         Timings of each runtime, alternating; the median is used.
@@ -301,7 +301,7 @@ def batch_sweep(model="des", sizes=BATCH_SWEEP, images=INFERENCE_IMAGES, repeats
     dict
         Batch size -> images/s.
     """
-    from .model import load_model
+    from ..pipeline.model import load_model
 
     classifier = load_model(model, runtime=runtime)
     x = np.random.default_rng(2).uniform(0, 1, (images, 64, 64, 3)).astype(np.float32)
@@ -324,7 +324,7 @@ def decode_throughput(payloads, mapping, threads=None):
     mapping : ColourMapping
         Colour mapping of their survey (for FITS payloads).
     threads : int, optional
-        Default: :func:`~lsbg_classify.pipeline.decode_threads`.
+        Default: :func:`~lsbg_classify.pipeline.scoring.decode_threads`.
 
     Returns
     -------
@@ -334,8 +334,8 @@ def decode_throughput(payloads, mapping, threads=None):
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .pipeline import decode_threads
-    from .preprocess import prepare_payload
+    from ..pipeline.scoring import decode_threads
+    from ..pipeline.preprocess import prepare_payload
 
     threads = decode_threads() if threads is None else int(threads)
     prepare_payload(payloads[0], mapping)
@@ -426,7 +426,7 @@ def read_coordinates(paths):
     ----------
     paths : sequence of path-like
         Catalogs with RA/Dec columns (found by name, e.g. ``ra``/``dec``),
-        in any format :func:`~lsbg_classify.catalog.read_catalog` reads,
+        in any format :func:`~lsbg_classify.pipeline.catalog.read.read_catalog` reads,
         such as the DeepShadows ``Baseline_*.csv`` files.
 
     Returns
@@ -440,7 +440,8 @@ def read_coordinates(paths):
         A file without position columns, or with an invalid position
         (the message names the file, column and rows).
     """
-    from .catalog import CatalogError, extract_positions, read_catalog
+    from ..pipeline.catalog.read import CatalogError, read_catalog
+    from ..pipeline.catalog.columns import extract_positions
 
     ra, dec = [], []
     for path in paths:
@@ -455,7 +456,7 @@ def read_coordinates(paths):
 
 def _render_into_cache(job):
     ra, dec, directory, survey, seed = job
-    from .cache import CutoutCache
+    from ..pipeline.cache import CutoutCache
 
     cache = CutoutCache(directory)
     with get_backend("simulated", survey=survey, seed=seed) as backend:
@@ -474,7 +475,7 @@ def warm_cache(ra, dec, cache, survey="des", seed=0, processes=None):
     Only positions not yet cached are rendered, by the ``simulated``
     backend in ``processes`` processes, so a second call costs nothing.
     The entries are those that backend stores when it fetches: a later
-    :func:`~lsbg_classify.pipeline.classify_catalog` with
+    :func:`~lsbg_classify.pipeline.classify.classify_catalog` with
     ``backend="simulated"`` and the same seed reads them all from the cache.
 
     Parameters
@@ -561,7 +562,7 @@ def warm_cache_synthetic(ra, dec, cache, survey="des", seed=0, distinct=SYNTHETI
 
 
 def end_to_end_throughput(ra, dec, model, cache, survey="des", seed=0):
-    """Rows/s of :func:`~lsbg_classify.pipeline.classify_catalog` on a warm cache.
+    """Rows/s of :func:`~lsbg_classify.pipeline.classify.classify_catalog` on a warm cache.
 
     Everything a catalog goes through after the download is timed: the
     position checks, cache reads, image decoding and resampling, batching,
@@ -593,8 +594,8 @@ def end_to_end_throughput(ra, dec, model, cache, survey="des", seed=0):
     """
     from astropy.table import Table
 
-    from .pipeline import classify_catalog
-    from .preprocess import prepare_payload
+    from ..pipeline.classify import classify_catalog
+    from ..pipeline.preprocess import prepare_payload
 
     ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
     table = Table({"ra": ra, "dec": dec})
@@ -802,7 +803,7 @@ def run_benchmarks(rows=100, latency=0.1, workers=8, coords=(), e2e_rows=E2E_ROW
     dict
         Every measurement, by name.
     """
-    from .cache import CutoutCache
+    from ..pipeline.cache import CutoutCache
 
     if e2e_rows < 0:
         raise ValueError(f"--e2e-rows must be 0 or more, got {e2e_rows}")
@@ -931,7 +932,7 @@ def _print_summary(results):
 
 
 def _warm_cache_figures(positions, origin, store, ort_rate, memory_rows, memory_scored):
-    from .surveys import get_backend as _backend
+    from ..surveys import get_backend as _backend
 
     ra, dec = positions
     started = time.perf_counter()
@@ -945,7 +946,7 @@ def _warm_cache_figures(positions, origin, store, ort_rate, memory_rows, memory_
         decode = decode_throughput(sample, backend.survey.colour)
     print(f"decode + resize (Pillow, 256 -> 64 bicubic): {decode['per_core']:.0f}/s on one core, "
           f"{decode['all_threads']:.0f}/s on {decode['threads']} threads", flush=True)
-    from .model import load_model
+    from ..pipeline.model import load_model
 
     e2e = end_to_end_throughput(ra, dec, load_model("des"), store)
     stage_limit = min(ort_rate, decode["per_core"] * decode["threads"])

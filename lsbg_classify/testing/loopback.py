@@ -10,7 +10,7 @@ client's retry logic can be exercised through a real socket.
 
 Examples
 --------
->>> from lsbg_classify.loopback import LoopbackViewer, Fault
+>>> from lsbg_classify.testing.loopback import LoopbackViewer, Fault
 >>> from lsbg_classify.surveys.legacysurvey import LegacySurveyBackend
 >>> with LoopbackViewer(latency=0.1) as viewer:               # doctest: +SKIP
 ...     viewer.add_faults(503, Fault(status=429, retry_after=1))
@@ -425,7 +425,7 @@ class _LoopbackServer:
         if self._render_jpeg_fn is None or self._render_fits_fn is None:
             # Imported late: the simulator pulls in heavier dependencies and
             # a test may supply its own renderers.
-            from .simulation import render_fits, render_jpeg
+            from ..simulation.render import render_fits, render_jpeg
 
             if self._render_jpeg_fn is None:
                 self._render_jpeg_fn = render_jpeg
@@ -686,7 +686,7 @@ class LoopbackViewer(_LoopbackServer):
     seed : int
         Seed handed to the simulator (same seed, same sky).
     render_jpeg, render_fits : callable, optional
-        Replace :func:`lsbg_classify.simulation.render_jpeg` /
+        Replace :func:`lsbg_classify.simulation.render.render_jpeg` /
         ``render_fits`` (same signature).
     host, port : str, int
         Where to listen; the defaults bind a free port on 127.0.0.1.
@@ -789,7 +789,7 @@ class LoopbackViewer(_LoopbackServer):
 
 def _blank_jpeg(survey, ny, nx):
     """The constant image the viewer sends where there is no data."""
-    from .colour import DES_MAPPING, HSC_MAPPING, asinh_rgb
+    from ..colour import DES_MAPPING, HSC_MAPPING, asinh_rgb
 
     mapping = HSC_MAPPING if survey == "hsc" else DES_MAPPING
     rgb = asinh_rgb(np.zeros((3, 1, 1)), mapping)
@@ -798,7 +798,7 @@ def _blank_jpeg(survey, ny, nx):
 
 
 def _hips_ids():
-    from .surveys.base import SURVEYS
+    from ..surveys.base import SURVEYS
 
     return {
         hips_id: (info.name, info.bands.index(band))

@@ -10,7 +10,7 @@ import numpy as np
 from astropy.table import Table
 from sklearn import metrics as skm
 
-from .sheets import contact_sheet, pyplot
+from ..figures import contact_sheet, pyplot
 
 __all__ = ["binary_metrics", "bootstrap_intervals", "metrics_table", "plot_confusion",
            "plot_roc", "plot_history", "evaluate_model", "best_threshold",

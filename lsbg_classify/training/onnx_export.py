@@ -2,7 +2,7 @@
 
 The bundled models ship twice: as Keras weights (``des.weights.h5``, for
 training, fine-tuning, Grad-CAM and Monte-Carlo dropout) and as an ONNX
-graph beside them (``des.onnx``) that :func:`~lsbg_classify.model.load_model`
+graph beside them (``des.onnx``) that :func:`~lsbg_classify.pipeline.model.load_model`
 runs with ONNX Runtime, so that scoring needs neither TensorFlow nor Keras.
 The checksum of the ``.onnx`` file is recorded in the model card
 (``des.json``) and checked at load.
@@ -17,8 +17,8 @@ Keras's flattening of (H, W, C) fed it.
 
 Regenerate the twins after replacing weights::
 
-    python -m lsbg_classify.onnx_export                   # the bundled models
-    python -m lsbg_classify.onnx_export my/best.weights.h5
+    python -m lsbg_classify.training.onnx_export                   # the bundled models
+    python -m lsbg_classify.training.onnx_export my/best.weights.h5
 
 Needs Keras (``pip install "lsbg-classify[train]"``) and ``onnx``.
 """
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
-from .model import (BUNDLED_MODELS, INPUT_SHAPE, build_deepshadows, bundled_weights_path,
-                    card_path, file_sha256, onnx_twin_path)
-from .version import __version__
+from ..atomic import atomic_write_bytes
+from ..pipeline.model import (BUNDLED_MODELS, INPUT_SHAPE, build_deepshadows, bundled_weights_path,
+                              card_path, file_sha256, onnx_twin_path)
+from ..version import __version__
 
 __all__ = ["ONNX_OPSET", "EXPORT_TOLERANCE", "network_to_onnx", "export_onnx", "write_onnx_twin",
            "main"]
@@ -144,7 +144,7 @@ def network_to_onnx(network, weights_sha256=""):
     network : keras.Sequential
         Conv2D ('same', stride 1), BatchNormalization, MaxPooling2D,
         Dropout, Flatten and Dense layers, channels-last, as
-        :func:`~lsbg_classify.model.build_deepshadows` makes.
+        :func:`~lsbg_classify.pipeline.model.build_deepshadows` makes.
     weights_sha256 : str
         Checksum of the weights file, stored in the graph's metadata so
         that a twin can be matched to its weights.
@@ -263,7 +263,7 @@ def write_onnx_twin(weights_path):
     """Write the ONNX twin beside weights and record its checksum in the model card.
 
     ``des.weights.h5`` gets ``des.onnx``, and ``des.json`` (created if
-    absent) gets ``onnx_sha256``; :func:`~lsbg_classify.model.load_model`
+    absent) gets ``onnx_sha256``; :func:`~lsbg_classify.pipeline.model.load_model`
     then scores through ONNX Runtime.
 
     Parameters
@@ -288,9 +288,9 @@ def write_onnx_twin(weights_path):
 
 
 def main(argv=None):
-    """``python -m lsbg_classify.onnx_export [WEIGHTS ...]``; returns the exit status."""
+    """``python -m lsbg_classify.training.onnx_export [WEIGHTS ...]``; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m lsbg_classify.onnx_export",
+        prog="python -m lsbg_classify.training.onnx_export",
         description="Write the ONNX twin (X.onnx) of DeepShadows weights (X.weights.h5) and "
                     "record its checksum in the model card (X.json).")
     parser.add_argument("weights", nargs="*",

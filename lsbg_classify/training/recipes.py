@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from .evaluate import crossvalidated_threshold, evaluate_model, metrics_table, plot_history
-from .model import file_sha256, load_model, predict_tta
+from ..pipeline.model import file_sha256, load_model, predict_tta
 from .onnx_export import write_onnx_twin
-from .simulation import SIMULATOR_VERSION, make_training_set
-from .training import load_dataset, save_dataset, split_dataset, train
-from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
+from ..simulation.conditions import SIMULATOR_VERSION
+from ..simulation.training_set import make_training_set
+from .train import load_dataset, save_dataset, train
+from .defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 
 __all__ = ["RECIPE", "build_bundled_models", "crossfit_finetune", "simulated_shards"]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import build_deepshadows, compile_deepshadows, file_sha256, import_keras
-from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
-from .version import __version__
+from ..pipeline.model import build_deepshadows, compile_deepshadows, file_sha256, import_keras
+from .defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
+from ..version import __version__
 
 __all__ = [
     "TRAIN_DEFAULTS",
