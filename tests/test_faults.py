@@ -43,7 +43,8 @@ from lsbg_classify.testing.loopback import Fault, LoopbackViewer
 from lsbg_classify.pipeline.model import load_model
 from lsbg_classify.surveys import FetchOutcome, Payload
 from lsbg_classify.surveys.http import HttpClient
-from lsbg_classify.surveys.legacysurvey import LegacySurveyBackend, decode_jpeg, is_blank
+from lsbg_classify.surveys.legacysurvey import LegacySurveyBackend
+from lsbg_classify.surveys.payload import decode_rgb, is_blank
 
 #: Client settings: short enough to keep the file fast.  TIMEOUT is used
 #: where answers are slow on purpose; elsewhere RELAXED, which costs nothing
@@ -198,7 +199,7 @@ def _check_cache(directory, table, scored, base_url):
             assert outcome is not None, key
             assert outcome.status in (status.OK, status.NO_COVERAGE)
             if outcome.status == status.OK:
-                image = decode_jpeg(outcome.payload.data)  # raises if truncated
+                image = decode_rgb(outcome.payload.data)  # raises if truncated
                 assert image.shape == (SIZE, SIZE, 3) and not is_blank(image)
     for key, row_status in zip(row_keys, scored["lsbg_status"]):
         if row_status in (status.OK, status.NO_COVERAGE):

@@ -8,14 +8,13 @@ mapping quantised to 8 bits, so a model sees the same thing whichever service
 the pixels came from, in training and in scoring alike.
 """
 
-import io
 
 import numpy as np
-from astropy.io import fits
 from PIL import Image, UnidentifiedImageError
 
 from .. import status
 from ..colour import asinh_rgb
+from ..surveys.payload import UnreadablePayload, decode_rgb, is_blank, read_fits_image
 
 __all__ = [
     "MODEL_IMAGE_SIZE",
@@ -36,10 +35,6 @@ __all__ = [
 
 #: Side of the model's input images (pixels).
 MODEL_IMAGE_SIZE = 64
-
-# A cutout whose pixels all lie within this many 8-bit levels of each other
-# carries no sky: the viewer serves such blank images outside its footprint.
-BLANK_RANGE_LEVELS = 1
 
 # Smallest cutout we accept; anything smaller is a broken or wrong answer.
 MIN_CUTOUT_PIXELS = 32
@@ -75,16 +70,9 @@ def decode_image_uint8(data):
     rgb : numpy.ndarray, shape (ny, nx, 3), uint8
     """
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            if width * height > MAX_CUTOUT_PIXELS:
-                raise BadImageError(
-                    f"image declares {width}×{height} pixels, more than the "
-                    f"{MAX_CUTOUT_PIXELS} a cutout may have")
-            img.load()
-            rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
-    except BadImageError:
-        raise
+        rgb = decode_rgb(data, max_pixels=MAX_CUTOUT_PIXELS)
+    except UnreadablePayload as exc:
+        raise BadImageError(str(exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:
         raise BadImageError(f"not a decodable image: {exc}") from exc
@@ -125,9 +113,8 @@ def fits_to_rgb(data, mapping):
         Pixel values in [0, 1], on the 1/255 grid a JPEG would give.
     """
     try:
-        with fits.open(io.BytesIO(data)) as hdul:
-            cube = np.array(hdul[0].data, dtype=np.float64)
-    except (OSError, TypeError, ValueError, IndexError) as exc:
+        cube, _ = read_fits_image(data, dtype=np.float64)
+    except UnreadablePayload as exc:
         raise BadImageError(f"not a readable FITS cube: {exc}") from exc
     if cube.ndim != 3 or cube.shape[0] != 3:
         raise BadImageError(f"expected a (3, ny, nx) FITS cube, got shape {cube.shape}")
@@ -157,7 +144,7 @@ def payload_to_uint8(payload, mapping):
         rgb = decode_image_uint8(payload.data)
     if min(rgb.shape[:2]) < MIN_CUTOUT_PIXELS:
         raise BadImageError(f"cutout of {rgb.shape[1]}×{rgb.shape[0]} pixels is too small")
-    if int(rgb.max()) - int(rgb.min()) <= BLANK_RANGE_LEVELS:
+    if is_blank(rgb):
         raise BlankImageError("cutout is blank (constant)")
     return rgb
 
