@@ -677,8 +677,8 @@ def _cmd_build_models(args):
 def _cmd_calibrate(args):
     import numpy as np
 
-    from .diagnostics.sim_vs_real import (compare_real_vs_simulated, contact_sheet,
-                                              discriminator_test)
+    from .diagnostics.sim_vs_real import compare_real_vs_simulated, discriminator_test
+    from .diagnostics.sim_vs_real import real_vs_simulated_sheet as contact_sheet
     from .simulation.conditions import SIMULATOR_VERSION
     from .simulation.training_set import make_training_set
 

@@ -32,7 +32,7 @@ LAYERS = {
     "": 7,
 }
 #: The leaf modules at the top of the package that everything may use.
-SHARED = {"version", "status", "limits", "atomic", "colour", "figures"}
+SHARED = {"version", "status", "limits", "atomic", "colour", "figures", "resume"}
 
 
 def module_names(root, package):

@@ -11,6 +11,7 @@ gradients.  This module sits beside the pipeline; it is not imported by it.
 
 import numpy as np
 
+from ..figures import new_figure, save_figure
 from ..pipeline.model import import_keras, import_tensorflow, keras_network_of
 from ..pipeline.uncertainty import as_model_inputs
 
@@ -176,9 +177,6 @@ def save_gradcam_png(images, maps, path, captions=None, title=None, pairs_per_ro
     pairs_per_row : int
         Cutout + map pairs per row of the figure.
     """
-    # A bare Figure draws with Agg and leaves pyplot's global state alone.
-    from matplotlib.figure import Figure
-
     blended = overlay(images, maps)
     plain = np.asarray(images)
     plain = plain.astype(np.float32) / 255.0 if plain.dtype == np.uint8 else plain
@@ -188,7 +186,7 @@ def save_gradcam_png(images, maps, path, captions=None, title=None, pairs_per_ro
     columns = min(max(n, 1), pairs_per_row)
     rows = max(1, int(np.ceil(n / columns)))
     gap = np.ones((blended.shape[1], max(1, blended.shape[2] // 16), 3), np.float32)
-    fig = Figure(figsize=(2.9 * columns, 2.0 * rows + (0.3 if title else 0)), layout="constrained")
+    fig = new_figure((2.9 * columns, 2.0 * rows + (0.3 if title else 0)), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         ax.set_xticks([])
@@ -201,4 +199,4 @@ def save_gradcam_png(images, maps, path, captions=None, title=None, pairs_per_ro
             ax.set_xlabel(captions[k], fontsize=7, labelpad=2)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)

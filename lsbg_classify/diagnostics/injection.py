@@ -61,7 +61,7 @@ from ..pipeline.model import load_model
 from ..pipeline.options import DEFAULT_THRESHOLD
 from ..pipeline.scoring import fetch_images
 from ..pipeline.preprocess import prepare_payload
-from ..figures import pyplot
+from ..figures import new_figure, save_figure
 from ..simulation.backgrounds import bands_to_jpeg, render_background, sersic_band_magnitudes
 from ..surveys import JPEG, Payload, get_survey
 from ..surveys.local import NANOMAGGY_ZERO_POINT, LocalFitsBackend
@@ -688,14 +688,14 @@ def plot_completeness(table, path):
     path : path-like
         PNG file to write.
     """
-    plt = pyplot()
     mu_all = np.asarray(table["mu0"], dtype=np.float64)
     re_all = np.asarray(table["r_e"], dtype=np.float64)
     mu, re = np.unique(mu_all), np.unique(re_all)
     grid = np.full((len(re), len(mu)), np.nan)
     grid[np.searchsorted(re, re_all), np.searchsorted(mu, mu_all)] = table["completeness"]
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    fig = new_figure((11.5, 4.4))
+    left, right = fig.subplots(1, 2)
     mesh = left.pcolormesh(_edges(mu), _edges(re), grid, vmin=0, vmax=1, cmap="viridis")
     for i, r in enumerate(re):
         for j, m in enumerate(mu):
@@ -725,8 +725,7 @@ def plot_completeness(table, path):
     meta = table.meta
     fig.suptitle(f"Injection-recovery: model {meta.get('model', '?')}, "
                  f"{str(meta.get('survey', '')).upper()}, background {meta.get('background', '?')},"
-                 f" {meta.get('n_per_cell', '?')} per cell, threshold {meta.get('threshold', 0.5)}",
+                 f" {meta.get('n_per_cell', '?')} per cell, threshold {meta.get('threshold', DEFAULT_THRESHOLD)}",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import status
+from ..atomic import atomic_write_bytes
 from ..pipeline.catalog.read import CatalogError
 from ..pipeline.catalog.columns import extract_positions
 from ..pipeline.options import DEFAULT_THRESHOLD
@@ -249,7 +250,7 @@ def _sheet(kind, rows, table, image_of, ra, dec, prob, std, second, second_col, 
     subtitle = (f"{len(rows)} of {len(table)} catalog rows; class threshold {threshold:g}; "
                 f"viewer layer {viewer.survey.legacysurvey_layer}.")
     page = out / f"{kind}.html"
-    page.write_text(_html_page(SHEET_TITLES[kind], subtitle, header, body), encoding="utf-8")
+    atomic_write_bytes(page, _html_page(SHEET_TITLES[kind], subtitle, header, body).encode("utf-8"))
     return {"png": png, "html": page}
 
 

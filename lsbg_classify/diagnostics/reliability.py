@@ -13,6 +13,7 @@ beside the pipeline (it needs labels); applying a fitted temperature is
 import numpy as np
 from astropy.table import Table
 
+from ..figures import new_figure, save_figure
 from ..pipeline.uncertainty import PROB_EPSILON, apply_temperature
 
 __all__ = ["N_BINS", "reliability_curve", "expected_calibration_error", "fit_temperature",
@@ -197,10 +198,8 @@ def plot_reliability(y, prob, path, n_bins=N_BINS, title="Reliability"):
     title : str
         Start of the title; the ECE of each curve is appended.
     """
-    from matplotlib.figure import Figure
-
     curves = prob if isinstance(prob, dict) else {"model": prob}
-    fig = Figure(figsize=(4.4, 5.2), layout="constrained")
+    fig = new_figure((4.4, 5.2), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     top.plot([0, 1], [0, 1], ls=":", color="gray", label="calibrated")
     eces = []
@@ -221,4 +220,4 @@ def plot_reliability(y, prob, path, n_bins=N_BINS, title="Reliability"):
     bottom.set_xlabel("predicted LSBG probability")
     bottom.set_ylabel("count")
     bottom.set_yscale("symlog")
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)

@@ -7,17 +7,19 @@ sources, and the look of the central candidate.  These functions measure
 those properties on 64x64 uint8 model inputs (as
 :func:`lsbg_classify.simulation.training_set.make_training_set` returns them and as the
 real cutouts are stored) so real and simulated sets can be compared number
-by number, by eye (:func:`contact_sheet`) and with a classifier
+by number, by eye (:func:`real_vs_simulated_sheet`) and with a classifier
 (:func:`discriminator_test`).
 """
 
 import numpy as np
 from astropy.table import Table
 
+from ..figures import mosaic_sheet
+
 __all__ = [
     "image_statistics",
     "compare_real_vs_simulated",
-    "contact_sheet",
+    "real_vs_simulated_sheet",
     "discriminator_test",
 ]
 
@@ -200,7 +202,7 @@ def compare_real_vs_simulated(real_X, sim_X, statistics=None):
     return t
 
 
-def contact_sheet(real_X, sim_X, path, ncols=10, scale=3, max_rows=5):
+def real_vs_simulated_sheet(real_X, sim_X, path, ncols=10, scale=3, max_rows=5):
     """Write a PNG with real cutouts (top rows) above simulated ones.
 
     Parameters
@@ -214,24 +216,12 @@ def contact_sheet(real_X, sim_X, path, ncols=10, scale=3, max_rows=5):
         Nearest-neighbour magnification.
     max_rows : int
         Rows per set at most.
+
+    Returns
+    -------
+    path
     """
-    from PIL import Image
-
-    def grid(X):
-        X = np.asarray(X)[: ncols * max_rows]
-        nrows = max(1, int(np.ceil(len(X) / ncols)))
-        g = np.full((nrows * 66, ncols * 66, 3), 128, dtype=np.uint8)
-        for i, x in enumerate(X):
-            r, c = divmod(i, ncols)
-            g[r * 66 : r * 66 + 64, c * 66 : c * 66 + 64] = x
-        return g
-
-    sep_bar = np.full((8, ncols * 66, 3), 255, dtype=np.uint8)
-    sheet = np.concatenate([grid(real_X), sep_bar, grid(sim_X)], axis=0)
-    img = Image.fromarray(sheet)
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.save(path)
-    return path
+    return mosaic_sheet([real_X, sim_X], path, ncols=ncols, scale=scale, max_rows=max_rows)
 
 
 def _patch_features(X, patch=16):

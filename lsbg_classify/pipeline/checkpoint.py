@@ -1,14 +1,12 @@
 """Resume by fingerprint: chunked scoring whose finished chunks survive an interruption.
 """
 
-import hashlib
-import json
-import os
 import zipfile
 from pathlib import Path
 import numpy as np
 from .. import status
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_path
+from ..resume import fingerprint, load_record, save_record
 from .options import DEFAULT_CHUNK_SIZE, whole_number
 from .scoring import score_positions
 
@@ -16,12 +14,7 @@ __all__ = ['score_in_chunks', 'CheckpointMismatchError']
 
 def _fingerprint(ra, dec, valid, model, source):
     """What a checkpoint's results depend on: positions, model, image source."""
-    digest = hashlib.sha256()
-    for array in (ra, dec, valid):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(json.dumps([model.provenance(), source.describe()], sort_keys=True,
-                             default=str).encode())
-    return digest.hexdigest()
+    return fingerprint(ra, dec, valid, [model.provenance(), source.describe()])
 
 
 class CheckpointMismatchError(ValueError):
@@ -37,12 +30,10 @@ def message_array(messages, n):
 
 
 def _save_chunk(path, prob, row_status, message, std=None):
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, prob=prob, status=row_status, message=message,
-             **({} if std is None else {"std": std}))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # The suffix keeps numpy from appending ".npz" to the temporary name.
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, prob=prob, status=row_status, message=message,
+                 **({} if std is None else {"std": std}))
 
 
 def _load_chunk(path, length, with_std=False):
@@ -68,10 +59,7 @@ def _open_manifest(folder, identity):
                 "chunk size, Monte-Carlo dropout samples or temperature; remove it to start "
                 "afresh")
     if manifest.exists():
-        try:
-            found = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            found = None
+        found = load_record(manifest)
         if found == identity:
             return
         if found is not None or any(folder.glob("chunk-*.npz")):
@@ -80,7 +68,7 @@ def _open_manifest(folder, identity):
                 f"checkpoint {folder} has a damaged manifest.json; remove the folder to start "
                 "afresh")
         # An unreadable manifest and no chunk yet: nothing to lose, start over.
-    atomic_write_bytes(manifest, json.dumps(identity).encode())
+    save_record(manifest, identity)
 
 
 def score_in_chunks(ra, dec, backend, model, checkpoint_dir, chunk_size=DEFAULT_CHUNK_SIZE,

@@ -37,6 +37,8 @@ from astropy import units as u
 from astropy.table import Table, vstack
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from ..pipeline.catalog.write import write_catalog
+from ..pipeline.model import DEFAULT_DECISION_THRESHOLD
 from ..training.evaluate import METRIC_NAMES, metrics_table, plot_roc
 
 __all__ = [
@@ -791,7 +793,7 @@ def _out_of_fold(model, X, y, splits, n_jobs=None):
 
 
 def cross_validate_baselines(X, y, folds=10, seed=0, n_boot=1000, groups=None, grid_search=False,
-                             models=None, threshold=0.5, return_predictions=False, n_jobs=None):
+                             models=None, threshold=DEFAULT_DECISION_THRESHOLD, return_predictions=False, n_jobs=None):
     """Out-of-fold scores of the baseline classifiers, with bootstrap intervals.
 
     Every model is trained on k-1 folds and predicts the held-out fold
@@ -979,8 +981,8 @@ def run_greco_benchmark(data_dir, output_dir, folds=10, seed=0, n_boot=1000,
             if k == 0 and grp is None:
                 curves = {f"{m}, {fset} features": (y, p) for m, p in probs.items()}
                 if importances:
-                    feature_importances(X, y, names, folds=folds, seed=seed).write(
-                        out / "rf_importances_greco2018.ecsv", overwrite=True)
+                    write_catalog(feature_importances(X, y, names, folds=folds, seed=seed),
+                                  out / "rf_importances_greco2018.ecsv", overwrite=True)
 
     result = vstack(parts)
     for col in ("value", "ci_low", "ci_high"):
@@ -994,7 +996,7 @@ def run_greco_benchmark(data_dir, output_dir, folds=10, seed=0, n_boot=1000,
         "metrics": list(METRIC_NAMES),
     })
     result.meta.update(meta)
-    result.write(out / "baselines_greco2018.ecsv", overwrite=True)
+    write_catalog(result, out / "baselines_greco2018.ecsv", overwrite=True)
     plot_roc(curves, out / "roc_baselines_greco2018.png",
              title="Greco et al. 2018 HSC, out-of-fold")
     return result

@@ -10,13 +10,13 @@ interval next to the number the paper published.
 """
 
 import html
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..training.evaluate import plot_confusion, plot_roc
-from ..figures import png_data_uri, pyplot
+from ..atomic import atomic_write_bytes
+from ..figures import new_figure, png_data_uri, save_figure
 
 __all__ = ["PAPER_REFERENCE", "PAPER_RESULTS", "REPORT_METRICS", "plot_training_curves",
            "write_report"]
@@ -67,8 +67,8 @@ def plot_training_curves(history, path, title):
         PNG file to write.
     title : str
     """
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig = new_figure((8, 3.2))
+    axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("accuracy", "loss")):
         for name, label in ((key, "training"), (f"val_{key}", "validation")):
             values = history.get(name)
@@ -79,8 +79,7 @@ def plot_training_curves(history, path, title):
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _both_classes(evaluation):
@@ -232,7 +231,5 @@ def write_report(results, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     figures = _figures(results, path.parent, path.stem)
     text = _document(results, figures)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
     return path

@@ -24,7 +24,7 @@ where it stopped.
 
 Configuration follows astroquery's style::
 
-    from lsbg_classify.reproduce import conf
+    from lsbg_classify.reproduction.reproduce import conf
     conf.server = "https://my-mirror.example.org/DeepShadows/Datasets/"
 
 and the ``LSBG_CLASSIFY_DEEPSHADOWS_URL`` environment variable overrides
@@ -34,7 +34,6 @@ and the ``LSBG_CLASSIFY_DEEPSHADOWS_URL`` environment variable overrides
 import datetime
 import hashlib
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -46,11 +45,13 @@ from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from .. import status
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_path, atomic_write_bytes
 from .baselines import baseline_models, catalog_features, load_greco2018, measure_features
 from ..pipeline.cache import CutoutCache
 from ..pipeline.catalog.read import CatalogError
 from ..pipeline.catalog.columns import extract_positions
+from ..pipeline.catalog.write import write_catalog
+from ..resume import fingerprint, load_record, save_record
 from ..training.evaluate import metrics_table
 from ..pipeline.model import file_sha256, load_model
 from ..pipeline.scoring import fetch_images
@@ -174,7 +175,7 @@ def _sha256(data):
 
 
 def _write_json(path, obj):
-    atomic_write_bytes(Path(path), json.dumps(obj, indent=1, sort_keys=True).encode())
+    save_record(path, obj, indent=1)
 
 
 def _read_manifest(directory):
@@ -457,8 +458,7 @@ def balanced_subset(labels, per_class, seed=0, exclude=None, what="set"):
 def _fingerprint(inputs, params):
     # Keyed by folder/name, so the fingerprint survives moving the work directory.
     files = {"/".join(Path(p).parts[-2:]): file_sha256(p) for p in inputs}
-    text = json.dumps({"inputs": files, "params": params}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return fingerprint({"inputs": files, "params": params})
 
 
 class _Steps:
@@ -471,8 +471,7 @@ class _Steps:
         self.ran, self.skipped = [], []
 
     def record(self, name):
-        path = self.folder / f"{name}.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return load_record(self.folder / f"{name}.json")
 
     def run(self, name, action, inputs=(), outputs=(), params=None):
         fingerprint = _fingerprint(inputs, params or {})
@@ -539,7 +538,7 @@ class _Run:
             table = label_by_position(read_split(self.path("downloads", filename)), lsbgs,
                                       artifacts, name=filename)
             attach_features(table, *features)
-            table.write(self.path("labelled", f"des_{split}.ecsv"), overwrite=True)
+            write_catalog(table, self.path("labelled", f"des_{split}.ecsv"), overwrite=True)
             summary[split] = {k: table.meta[k] for k in ("n_rows", "n_unmatched", "n_ambiguous")}
             summary[split].update(n_lsbg=int(np.sum(table["label"] == 1)),
                                   n_artifact=int(np.sum(table["label"] == 0)))
@@ -559,14 +558,14 @@ class _Run:
         for k, split in enumerate(SPLIT_FILES):
             table = Table.read(self.path("labelled", f"des_{split}.ecsv"))
             rows = balanced_subset(table["label"], subset, seed + k, what=f"DES {split} split")
-            table[rows].write(self.set_path(f"des_{split}", "table"), overwrite=True)
+            write_catalog(table[rows], self.set_path(f"des_{split}", "table"), overwrite=True)
         hsc = load_greco2018(self.path("downloads"))
         finetune = balanced_subset(hsc["label"], subset or HSC_FINETUNE_PER_CLASS, seed,
                                    what="HSC fine-tuning set")
         test = balanced_subset(hsc["label"], subset or HSC_TEST_PER_CLASS, seed + 1,
                                exclude=finetune, what="HSC test set")
-        hsc[finetune].write(self.set_path("hsc_finetune", "table"), overwrite=True)
-        hsc[test].write(self.set_path("hsc_test", "table"), overwrite=True)
+        write_catalog(hsc[finetune], self.set_path("hsc_finetune", "table"), overwrite=True)
+        write_catalog(hsc[test], self.set_path("hsc_test", "table"), overwrite=True)
         return {"hsc_finetune": len(finetune), "hsc_test": len(test)}
 
     def cutouts(self, name):
@@ -652,10 +651,10 @@ class _Run:
     def _save_predictions(self, key, y, prob, **about):
         self.path("predictions").mkdir(exist_ok=True)
         path = self._predictions(key)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, y=np.asarray(y, np.int8), prob=np.asarray(prob, np.float64),
-                 about=json.dumps(about))
-        os.replace(tmp, path)
+        # The suffix keeps numpy from appending ".npz" to the temporary name.
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, y=np.asarray(y, np.int8), prob=np.asarray(prob, np.float64),
+                     about=json.dumps(about))
 
     def baselines(self):
         """Step: the SVM's and the random forest's probabilities on the DES test set."""

@@ -13,6 +13,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Table
 
+from .. import status
 from ..pipeline.catalog.write import write_catalog
 from ..pipeline.classify import classify_catalog
 from ..pipeline.scoring import fetch_images
@@ -75,7 +76,7 @@ def run_demo(output_dir="lsbg_demo_output", n_rows=48, survey="des", seed=0, pro
                   labels=np.asarray(scored["true_label"]),
                   title=f"lsbg-classify demo ({survey.upper()}, simulated sky): frame = true class "
                         "(green LSBG, red artifact), p = LSBG probability")
-    ok = np.asarray(scored["lsbg_status"]) == "ok"
+    ok = np.asarray(scored["lsbg_status"]) == status.OK
     correct = np.asarray(scored["lsbg_class"])[ok] == np.asarray(scored["true_label"])[ok]
     print(f"classified {len(scored)} simulated candidates with the bundled {survey!r} model: "
           f"{int(np.sum(scored['lsbg_class'][ok]))} called LSBG; agreement with the simulator's "

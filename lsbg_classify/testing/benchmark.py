@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import status
 from .loopback import LoopbackViewer
+from ..pipeline.catalog.write import write_catalog
 from ..surveys import get_backend
 
 __all__ = [
@@ -87,8 +89,8 @@ def _timed_fetch(backend, ra, dec, workers):
     started = time.perf_counter()
     outcomes = [outcome.status for _, outcome in backend.fetch(ra, dec, workers=workers)]
     elapsed = time.perf_counter() - started
-    if outcomes.count("ok") != len(ra):
-        raise RuntimeError(f"benchmark fetch failed for {len(ra) - outcomes.count('ok')} rows")
+    if outcomes.count(status.OK) != len(ra):
+        raise RuntimeError(f"benchmark fetch failed for {len(ra) - outcomes.count(status.OK)} rows")
     return len(ra) / elapsed
 
 
@@ -184,7 +186,7 @@ def matmul_peak_flops(size=2048, repeats=10):
 # Runtime thread pool competes with the BLAS threads being measured.
 _MATMUL_SCRIPT = """\
 import json, os, sys
-from lsbg_classify.benchmark import matmul_peak_flops
+from lsbg_classify.testing.benchmark import matmul_peak_flops
 try:
     from threadpoolctl import threadpool_info
     threads = sum(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
@@ -355,7 +357,7 @@ if intra or inter:
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
-from lsbg_classify.model import build_deepshadows, compile_deepshadows, import_keras
+from lsbg_classify.pipeline.model import build_deepshadows, compile_deepshadows, import_keras
 keras = import_keras()
 network = compile_deepshadows(build_deepshadows())
 rng = np.random.default_rng(0)
@@ -613,7 +615,7 @@ def end_to_end_throughput(ra, dec, model, cache, survey="des", seed=0):
             prepare_payload(cache.get(backend.cache_key(r, d)).payload, backend.survey.colour)
         decode_seconds = time.perf_counter() - started
     return {"rows": len(ra), "seconds": seconds, "rows_per_s": len(ra) / seconds,
-            "ok": int(np.sum(np.asarray(scored["lsbg_status"]) == "ok")),
+            "ok": int(np.sum(np.asarray(scored["lsbg_status"]) == status.OK)),
             "decode_rows_per_s": sample / decode_seconds}
 
 
@@ -725,7 +727,7 @@ def classify_peak_rss(rows, ra, dec, cache, workdir, scored=MEMORY_SCORED_ROWS, 
     cat_ra[:n_scored] = np.resize(np.asarray(ra, np.float64), n_scored)
     cat_dec[:n_scored] = np.resize(np.asarray(dec, np.float64), n_scored)
     catalog, output = workdir / f"memory-{rows}.fits", workdir / f"memory-{rows}-scored.fits"
-    Table({"ra": cat_ra, "dec": cat_dec}).write(catalog, overwrite=True)
+    write_catalog(Table({"ra": cat_ra, "dec": cat_dec}), catalog, overwrite=True)
     command = [sys.executable, "-m", "lsbg_classify.cli", "classify", str(catalog),
                "-o", str(output), "--overwrite", "--backend", "simulated", "--survey", survey,
                "--seed", str(seed), "--cache", str(cache.directory), "--on-invalid", "flag",
@@ -737,7 +739,7 @@ def classify_peak_rss(rows, ra, dec, cache, workdir, scored=MEMORY_SCORED_ROWS, 
         with fits.open(output, memmap=True) as hdul:
             data = hdul[1].data
             written = len(data)
-            ok = int(np.sum(data["lsbg_status"][:n_scored] == "ok"))
+            ok = int(np.sum(data["lsbg_status"][:n_scored] == status.OK))
     finally:
         for path in (catalog, output):
             path.unlink(missing_ok=True)

@@ -10,7 +10,9 @@ import numpy as np
 from astropy.table import Table
 from sklearn import metrics as skm
 
-from ..figures import contact_sheet, pyplot
+from ..pipeline.catalog.write import write_catalog
+from ..pipeline.model import DEFAULT_DECISION_THRESHOLD
+from ..figures import contact_sheet, new_figure, save_figure
 
 __all__ = ["binary_metrics", "bootstrap_intervals", "metrics_table", "plot_confusion",
            "plot_roc", "plot_history", "evaluate_model", "best_threshold",
@@ -22,7 +24,7 @@ N_BOOTSTRAP = 1000
 CONFIDENCE = 0.95
 
 
-def binary_metrics(y_true, prob, threshold=0.5):
+def binary_metrics(y_true, prob, threshold=DEFAULT_DECISION_THRESHOLD):
     """Accuracy, precision, recall, F1, ROC AUC and the confusion matrix.
 
     Parameters
@@ -166,7 +168,7 @@ def _resample_metrics(y_true, prob, threshold):
     }
 
 
-def bootstrap_intervals(y_true, prob, threshold=0.5, n_boot=N_BOOTSTRAP, level=CONFIDENCE, seed=0):
+def bootstrap_intervals(y_true, prob, threshold=DEFAULT_DECISION_THRESHOLD, n_boot=N_BOOTSTRAP, level=CONFIDENCE, seed=0):
     """Percentile bootstrap intervals of :data:`METRIC_NAMES`.
 
     Returns
@@ -190,7 +192,7 @@ def bootstrap_intervals(y_true, prob, threshold=0.5, n_boot=N_BOOTSTRAP, level=C
     }
 
 
-def metrics_table(y_true, prob, threshold=0.5, n_boot=N_BOOTSTRAP, seed=0):
+def metrics_table(y_true, prob, threshold=DEFAULT_DECISION_THRESHOLD, n_boot=N_BOOTSTRAP, seed=0):
     """Metrics with their intervals as an astropy Table (one row per metric)."""
     point = binary_metrics(y_true, prob, threshold)
     ci = bootstrap_intervals(y_true, prob, threshold, n_boot=n_boot, seed=seed)
@@ -212,9 +214,9 @@ def metrics_table(y_true, prob, threshold=0.5, n_boot=N_BOOTSTRAP, seed=0):
 
 def plot_confusion(counts, path, title="Confusion matrix"):
     """Save a 2×2 confusion-matrix figure; ``counts`` has tn, fp, fn, tp."""
-    plt = pyplot()
     matrix = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
-    fig, ax = plt.subplots(figsize=(4, 3.6))
+    fig = new_figure((4, 3.6))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center",
@@ -225,14 +227,13 @@ def plot_confusion(counts, path, title="Confusion matrix"):
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_roc(curves, path, title="ROC"):
     """Save ROC curves; ``curves`` maps a label to (y_true, prob)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig = new_figure((4.2, 4))
+    ax = fig.subplots()
     for label, (y_true, prob) in curves.items():
         fpr, tpr, _ = skm.roc_curve(y_true, prob)
         ax.plot(fpr, tpr, label=f"{label} (AUC {skm.auc(fpr, tpr):.3f})")
@@ -242,14 +243,13 @@ def plot_roc(curves, path, title="ROC"):
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_history(history, path):
     """Save accuracy and loss curves from a Keras history dict."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig = new_figure((8, 3.2))
+    axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("accuracy", "loss")):
         ax.plot(history[key], label="train")
         ax.plot(history[f"val_{key}"], label="validation")
@@ -257,11 +257,10 @@ def plot_history(history, path):
         ax.set_ylabel(key)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
-def evaluate_model(model, X, y, output_dir=None, threshold=0.5, label="test", seed=0):
+def evaluate_model(model, X, y, output_dir=None, threshold=DEFAULT_DECISION_THRESHOLD, label="test", seed=0):
     """Score a labelled data set and write the metrics table and figures.
 
     Parameters
@@ -286,7 +285,7 @@ def evaluate_model(model, X, y, output_dir=None, threshold=0.5, label="test", se
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        table.write(out / f"metrics_{label}.ecsv", overwrite=True)
+        write_catalog(table, out / f"metrics_{label}.ecsv", overwrite=True)
         plot_confusion(table.meta, out / f"confusion_{label}.png", title=f"{model.name}: {label}")
         if len(np.unique(y)) == 2:
             plot_roc({model.name: (y, prob)}, out / f"roc_{label}.png", title=f"{model.name}: {label}")

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path, atomic_write_bytes
 from .evaluate import crossvalidated_threshold, evaluate_model, metrics_table, plot_history
-from ..pipeline.model import file_sha256, load_model, predict_tta
+from ..pipeline.model import DEFAULT_DECISION_THRESHOLD, file_sha256, load_model, predict_tta
 from .onnx_export import write_onnx_twin
 from ..simulation.conditions import SIMULATOR_VERSION
 from ..simulation.training_set import make_training_set
@@ -177,7 +178,7 @@ def crossfit_finetune(initial_weights, X, y, work_dir, folds=5, seed=0, verbose=
     return oof, final / "best.weights.h5"
 
 
-def _subset_metrics(y, prob, selection, seed, threshold=0.5):
+def _subset_metrics(y, prob, selection, seed, threshold=DEFAULT_DECISION_THRESHOLD):
     """Metrics on the whole set and on each selection subset."""
     out = {"all": _metrics(metrics_table(y, prob, threshold=threshold, seed=seed))}
     if selection is not None:
@@ -195,7 +196,8 @@ def _cached_scores(path, compute):
         return np.load(path)
     scores = np.asarray(compute(), np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, scores)
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, scores)
     return scores
 
 
@@ -330,7 +332,7 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
         prob = (steps[shipped_step][f"real_{name}"] if name else
                 load_model(des_sim_weights).predict(threshold_set[0]))
         threshold = _choose_threshold(r, prob, threshold_set)
-    cut = threshold["threshold"] if threshold else 0.5
+    cut = threshold["threshold"] if threshold else DEFAULT_DECISION_THRESHOLD
 
     des_metrics, step_table = {}, {}
     for step, scores in steps.items():
@@ -398,7 +400,7 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
         "hsc": {**hsc_record, **common,
                 "training_data": f"the DES network fine-tuned on {len(ft)} simulated HSC "
                                  "g,r,i cutouts",
-                "decision_threshold": 0.5,
+                "decision_threshold": DEFAULT_DECISION_THRESHOLD,
                 "metrics": {"simulated_hsc_test_before_finetune": _metrics(before),
                             "simulated_hsc_test_after_finetune": _metrics(after)}},
     }
@@ -409,12 +411,12 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
         slim = work / f"{name}.weights.h5"
         load_model(shipped[name], runtime="keras").keras_network().save_weights(slim)
         card["weights_sha256"] = file_sha256(slim)
-        (work / f"{name}_card.json").write_text(json.dumps(card, indent=1))
+        atomic_write_bytes(work / f"{name}_card.json", json.dumps(card, indent=1).encode())
         if install_dir is not None:
             dest = Path(install_dir)
             dest.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(slim, dest / f"{name}.weights.h5")
-            (dest / f"{name}.json").write_text(json.dumps(card, indent=1))
+            atomic_write_bytes(dest / f"{name}.json", json.dumps(card, indent=1).encode())
             # Scoring runs on ONNX Runtime: the twin and its checksum in the card.
             write_onnx_twin(dest / f"{name}.weights.h5")
             card.update(json.loads((dest / f"{name}.json").read_text()))

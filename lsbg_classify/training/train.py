@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path, atomic_write_bytes
 from ..pipeline.model import build_deepshadows, compile_deepshadows, file_sha256, import_keras
 from .defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 from ..version import __version__
@@ -41,9 +42,9 @@ def save_dataset(path, X, y, **extra):
         raise ValueError("X must be uint8 model inputs (use preprocess.as_uint8)")
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
-    tmp = Path(str(path) + ".tmp.npz")
-    np.savez_compressed(tmp, X=X, y=np.asarray(y, np.int8), **extra)
-    tmp.replace(path)
+    # The suffix keeps numpy from appending ".npz" to the temporary name.
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, X=X, y=np.asarray(y, np.int8), **extra)
 
 
 def load_dataset(path):
@@ -327,5 +328,5 @@ def train(X_train, y_train, X_val, y_val, output_dir, *, epochs=TRAIN_DEFAULTS["
         "snapshots": sorted(p.name for p in output_dir.glob("snapshot_*.weights.h5")),
         "history": history,
     }
-    (output_dir / "training.json").write_text(json.dumps(record, indent=1))
+    atomic_write_bytes(output_dir / "training.json", json.dumps(record, indent=1).encode())
     return record

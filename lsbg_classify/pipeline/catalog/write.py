@@ -2,11 +2,8 @@
 """
 
 from __future__ import annotations
-import contextlib
 import os
 import re
-import stat
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +12,7 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyError, VerifyWarning
 from astropy.table import MaskedColumn
 from astropy.utils.exceptions import AstropyUserWarning
+from ...atomic import atomic_path
 from .read import (CatalogError, FORMATS, PROVENANCE_KEY, format_from_path, normalise_format,
                    one_line)
 from .columns import flat_provenance
@@ -194,31 +192,6 @@ def _write(table, tmp, fmt):
         table.write(tmp, format=fmt, overwrite=True)
 
 
-def _new_file_mode(path):
-    if path.exists():
-        return stat.S_IMODE(path.stat().st_mode)
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync(path, directory=False):
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if directory:
-            return  # some platforms cannot open directories
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
-    finally:
-        os.close(fd)
-
-
 def _check_destination(path, overwrite):
     parent = path.parent
     if not parent.is_dir():
@@ -288,22 +261,12 @@ def write_catalog(table, path, format=None, overwrite=False):
             f"{', '.join(FORMATS)} or pass format="
         )
     _check_destination(path, overwrite)
-    mode = _new_file_mode(path)
     suffix = ".gz" if fmt == "fits" and path.name.lower().endswith(".gz") else ""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*HIERARCH card will be created",
-                                    category=VerifyWarning)
-            _write(table, tmp, fmt)
-        _fsync(tmp)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, Exception):
-            raise CatalogError(f"cannot write {path} as {fmt}: {one_line(exc)}") from exc
-        raise
-    _fsync(path.parent, directory=True)
+        with atomic_path(path, suffix=suffix) as tmp:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*HIERARCH card will be created",
+                                        category=VerifyWarning)
+                _write(table, tmp, fmt)
+    except Exception as exc:
+        raise CatalogError(f"cannot write {path} as {fmt}: {one_line(exc)}") from exc
