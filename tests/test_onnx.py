@@ -89,7 +89,7 @@ def test_a_damaged_twin_is_refused_naming_the_fix(twinned):
     twin = onnx_twin_path(twinned)
     twin.write_bytes(twin.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ValueError, match=r"mine\.onnx: checksum .* regenerate it with: "
-                                         r"python -m lsbg_classify\.onnx_export"):
+                                         r"python -m lsbg_classify\.training\.onnx_export"):
         load_model(twinned)
     assert load_model(twinned, runtime="keras").runtime == "keras"
 

@@ -12,8 +12,7 @@ gradients.  This module sits beside the pipeline; it is not imported by it.
 import numpy as np
 
 from ..figures import new_figure, save_figure
-from ..pipeline.model import import_keras, import_tensorflow, keras_network_of
-from ..pipeline.uncertainty import as_model_inputs
+from ..pipeline.model import as_model_inputs, import_keras, import_tensorflow, keras_network_of
 
 __all__ = ["last_conv_layer", "gradcam", "overlay", "save_gradcam_png"]
 

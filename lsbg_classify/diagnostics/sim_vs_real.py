@@ -205,21 +205,9 @@ def compare_real_vs_simulated(real_X, sim_X, statistics=None):
 def real_vs_simulated_sheet(real_X, sim_X, path, ncols=10, scale=3, max_rows=5):
     """Write a PNG with real cutouts (top rows) above simulated ones.
 
-    Parameters
-    ----------
-    real_X, sim_X : array_like, shape (n, 64, 64, 3), uint8
-    path : str or path-like
-        Output PNG.
-    ncols : int
-        Cutouts per row.
-    scale : int
-        Nearest-neighbour magnification.
-    max_rows : int
-        Rows per set at most.
-
-    Returns
-    -------
-    path
+    ``real_X`` and ``sim_X`` are uint8 model inputs, shape (n, 64, 64, 3);
+    the other parameters and the return value are those of
+    :func:`~lsbg_classify.figures.mosaic_sheet`.
     """
     return mosaic_sheet([real_X, sim_X], path, ncols=ncols, scale=scale, max_rows=max_rows)
 

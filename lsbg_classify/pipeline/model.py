@@ -19,6 +19,7 @@ from .preprocess import MODEL_IMAGE_SIZE
 
 __all__ = [
     "INPUT_SHAPE",
+    "as_model_inputs",
     "BUNDLED_MODELS",
     "PREDICT_BATCH",
     "KERAS_PREDICT_BATCH",
@@ -246,6 +247,36 @@ class OnnxNetwork:
         return self.session.run(None, {self._input: batch})[0]
 
 
+def as_model_inputs(images, network):
+    """Images as ``network`` takes them, converted as :meth:`LSBGModel.predict` needs them.
+
+    Parameters
+    ----------
+    images : array_like, shape (n, height, width, channels)
+        Images in [0, 1]; uint8 arrays are divided by 255.
+    network : keras.Model or OnnxNetwork
+        Anything with an ``input_shape`` of ``(None, height, width, channels)``.
+
+    Returns
+    -------
+    numpy.ndarray, float32
+
+    Raises
+    ------
+    ValueError
+        The images do not have the network's input shape.
+    """
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    images = images.astype(np.float32, copy=False)
+    expected = tuple(network.input_shape[1:])
+    if images.ndim != 4 or images.shape[1:] != expected:
+        raise ValueError(f"expected images of shape (n, {', '.join(map(str, expected))}), "
+                         f"got {images.shape}")
+    return images
+
+
 class LSBGModel:
     """A trained classifier: network plus where it came from.
 
@@ -357,15 +388,7 @@ class LSBGModel:
         batch_size = self.predict_batch if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-        images = np.asarray(images)
-        if images.dtype == np.uint8:
-            images = images.astype(np.float32) / 255.0
-        images = images.astype(np.float32, copy=False)
-        if images.ndim != 4 or images.shape[1:] != tuple(self.network.input_shape[1:]):
-            raise ValueError(
-                f"expected images of shape (n, {', '.join(map(str, self.network.input_shape[1:]))}),"
-                f" got {images.shape}"
-            )
+        images = as_model_inputs(images, self.network)
         forward = self.compiled_forward() if compiled else self.eager_forward
         out = np.empty(len(images), dtype=np.float32)
         for start in range(0, len(images), batch_size):

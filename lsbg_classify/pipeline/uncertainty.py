@@ -16,10 +16,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .model import import_keras, import_tensorflow, keras_network_of
+from .model import as_model_inputs, import_keras, import_tensorflow, keras_network_of
 
 __all__ = ["MC_SAMPLES", "MC_BATCH", "MC_SEED", "mc_dropout_predict", "apply_temperature",
-           "check_temperature", "as_model_inputs"]
+           "check_temperature"]
 
 #: Default number of stochastic forward passes per image.  The standard
 #: error of the estimated spread falls as 1/sqrt(2 N): 30 passes give it to
@@ -79,35 +79,6 @@ def _dropout_only(network, seed):
             layer.trainable = flag
         for g, state in zip(generators, states):
             g.state.assign(state)
-
-
-def as_model_inputs(images, network):
-    """Images as ``network`` takes them, converted as :meth:`LSBGModel.predict` does.
-
-    Parameters
-    ----------
-    images : array_like, shape (n, height, width, channels)
-        Images in [0, 1]; uint8 arrays are divided by 255.
-    network : keras.Model
-
-    Returns
-    -------
-    numpy.ndarray, float32
-
-    Raises
-    ------
-    ValueError
-        The images do not have the network's input shape.
-    """
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        images = images.astype(np.float32) / 255.0
-    images = images.astype(np.float32, copy=False)
-    expected = tuple(network.input_shape[1:])
-    if images.ndim != 4 or images.shape[1:] != expected:
-        raise ValueError(f"expected images of shape (n, {', '.join(map(str, expected))}), "
-                         f"got {images.shape}")
-    return images
 
 
 def mc_dropout_predict(model, images, n_samples=MC_SAMPLES, batch_size=MC_BATCH, seed=MC_SEED,
