@@ -212,3 +212,33 @@ def test_default_threshold_is_the_model_cards_and_tta_averages_eight_views(tmp_p
     assert with_tta.meta["LSBG_CLASSIFY"]["tta"]
     plain_prob = np.asarray(scored["lsbg_prob"])
     assert not np.allclose(np.asarray(with_tta["lsbg_prob"]), plain_prob, atol=1e-7)
+
+
+def test_worker_caches_keep_one_backend_per_configuration_until_cleared(monkeypatch):
+    from lsbg_classify.pipeline import partitions
+
+    partitions.clear_worker_caches()
+    first = partitions._worker_backend("simulated", "des", ())
+    assert partitions._worker_backend("simulated", "des", ()) is first
+    closed = []
+    monkeypatch.setattr(first, "close", lambda: closed.append(first))
+    partitions.clear_worker_caches()
+    assert closed == [first]
+    assert partitions._worker_backend("simulated", "des", ()) is not first
+    partitions.clear_worker_caches()
+
+
+def test_worker_caches_close_the_least_recently_used_backend(monkeypatch):
+    from lsbg_classify.pipeline import partitions
+
+    partitions.clear_worker_caches()
+    monkeypatch.setattr(partitions, "WORKER_BACKENDS", 2)
+    closed = []
+    seeds = [(("seed", s),) for s in range(3)]
+    opened = [partitions._worker_backend("simulated", "des", seeds[0])]
+    monkeypatch.setattr(opened[0], "close", lambda: closed.append(0))
+    opened.append(partitions._worker_backend("simulated", "des", seeds[1]))
+    opened.append(partitions._worker_backend("simulated", "des", seeds[2]))
+    assert closed == [0]
+    assert partitions._worker_backend("simulated", "des", seeds[2]) is opened[2]
+    partitions.clear_worker_caches()

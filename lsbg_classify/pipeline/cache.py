@@ -68,6 +68,8 @@ from ..limits import MAX_PAYLOAD_BYTES, payload_byte_cap
 from ..surveys.base import FetchOutcome, Payload
 
 __all__ = [
+    "DEFAULT_CACHE",
+    "as_cache",
     "DEFAULT_CACHE_ENV",
     "default_cache_dir",
     "CacheCorruptionWarning",
@@ -718,3 +720,31 @@ def _decode(blob):
     if hashlib.sha256(data).hexdigest() != header["sha256"]:
         raise _Corrupt("payload checksum mismatch")
     return header, data
+
+
+#: The ``cache=`` default of the pipeline's functions: the per-user cache in
+#: :func:`default_cache_dir`.
+DEFAULT_CACHE = True
+
+
+def as_cache(cache):
+    """The one reading of a ``cache=`` argument.
+
+    Parameters
+    ----------
+    cache : CutoutCache, None, bool or path-like
+        A cache is used as it is; None (or False) means no cache;
+        :data:`DEFAULT_CACHE` (True) the per-user cache; a path a cache in
+        that directory.
+
+    Returns
+    -------
+    CutoutCache or None
+    """
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, CutoutCache):
+        return cache
+    if cache is DEFAULT_CACHE:
+        return CutoutCache()
+    return CutoutCache(cache)

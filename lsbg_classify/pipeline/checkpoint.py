@@ -133,12 +133,12 @@ def chunked(ra, dec, backend, model, checkpoint_dir, chunk_size, valid, options)
         path = folder / f"chunk-{start:012d}.npz"
         done = _load_chunk(path, rows.stop - start, bool(mc_samples)) if path.exists() else None
         if done is None:
-            result = score_positions(ra[rows], dec[rows], backend, model, valid=valid[rows],
+            scores = score_positions(ra[rows], dec[rows], backend, model, valid=valid[rows],
                                      **options)
-            done = {"prob": result[0], "status": result[1],
-                    "message": message_array(result[2], rows.stop - start)}
+            done = {"prob": scores.prob, "status": scores.status,
+                    "message": message_array(scores.messages, rows.stop - start)}
             if mc_samples:
-                done["std"] = result[3]
+                done["std"] = scores.std
             _save_chunk(path, done["prob"], done["status"], done["message"], done.get("std"))
         for name, values in done.items():
             out[name][rows] = values

@@ -11,7 +11,8 @@ from ..version import __version__
 from .options import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_WORKERS, OptionError,
                       check_clashes, check_model, check_options, with_message_column,
                       with_std_column)
-from .scoring import open_cache, score_positions
+from .cache import DEFAULT_CACHE, as_cache
+from .scoring import score_positions
 from .checkpoint import chunked, message_array
 from .partitions import classify_partitioned
 
@@ -19,7 +20,7 @@ __all__ = ['classify_catalog']
 
 def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
                      threshold=None, ra_col=None, dec_col=None, on_invalid="raise",
-                     cache=True, refresh=False, workers=DEFAULT_WORKERS,
+                     cache=DEFAULT_CACHE, refresh=False, workers=DEFAULT_WORKERS,
                      batch_size=DEFAULT_BATCH_SIZE, progress=None, backend_options=None,
                      checkpoint_dir=None, chunk_size=DEFAULT_CHUNK_SIZE, mc_samples=0,
                      temperature=None, overwrite_columns=False, messages=False, tta=False):
@@ -58,8 +59,10 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
         What to do with invalid positions: raise a
         :class:`~lsbg_classify.pipeline.catalog.read.CatalogError` naming the rows, or
         give them status ``invalid_position``.
-    cache : bool, str, path-like or CutoutCache
-        Persistent cutout cache (default: the user cache directory).  Its
+    cache : CutoutCache, None, bool or path-like
+        Persistent cutout cache, read by
+        :func:`~lsbg_classify.pipeline.cache.as_cache` (default: the user
+        cache directory).  Its
         stale temporary files (over an hour old) are removed at the start;
         a cache that cannot be written is warned about once and the run goes
         on without storing cutouts.
@@ -142,17 +145,17 @@ def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
             # Dropout sampling runs on the Keras network: build it (or say
             # which extra it needs) before anything is fetched.
             classifier.keras_network()
-        opened = open_cache(cache)
+        opened = as_cache(cache)
         if opened is not None:
             opened.remove_stale_temp_files()
         options = dict(cache=opened, refresh=refresh, workers=workers, batch_size=batch_size,
                        progress=progress, **scoring)
         if checkpoint_dir is None:
-            result = score_positions(positions.ra, positions.dec, source, classifier,
+            scores = score_positions(positions.ra, positions.dec, source, classifier,
                                      valid=positions.valid, **options)
-            result = {"prob": result[0], "status": result[1],
-                      "message": message_array(result[2], len(positions.ra)),
-                      "std": result[3] if mc_samples else None}
+            result = {"prob": scores.prob, "status": scores.status,
+                      "message": message_array(scores.messages, len(positions.ra)),
+                      "std": scores.std}
         else:
             result = chunked(positions.ra, positions.dec, source, classifier, checkpoint_dir,
                               chunk_size, positions.valid, options)

@@ -1,21 +1,23 @@
 """Score partitioned catalogs (Dask DataFrames, LSDB catalogs) partition by partition.
 """
 
+import collections
 import functools
 import os
+import threading
 import warnings
 import numpy as np
 import pandas as pd
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
-from .cache import CutoutCache
+from .cache import DEFAULT_CACHE, CutoutCache, as_cache
 from .catalog.columns import (extract_positions, find_position_columns)
 from .model import load_model
 from ..surveys import get_backend
 from .options import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, DEFAULT_WORKERS, MC_STD_COLUMN
 from .scoring import score_positions
 
-__all__ = ['classify_partition']
+__all__ = ['classify_partition', 'clear_worker_caches', 'PARTITION_DTYPES']
 
 # -- partitioned catalogs (Dask DataFrames, LSDB catalogs) --------------------
 
@@ -32,10 +34,42 @@ def _worker_model(model):
     return load_model(model)
 
 
-@functools.lru_cache(maxsize=8)
+# Open backends a worker process keeps at most; the least recently used is
+# closed to make room.
+WORKER_BACKENDS = 8
+_worker_backends = collections.OrderedDict()
+_worker_lock = threading.Lock()
+
+
 def _worker_backend(backend, survey, options):
-    # One HTTP session per worker process and backend configuration.
-    return get_backend(backend, survey=survey, **dict(options))
+    # One HTTP session per worker process and backend configuration.  Dask
+    # runs several partitions of one process in threads: the lock makes
+    # each configuration open once.
+    key = (backend, survey, options)
+    with _worker_lock:
+        if key in _worker_backends:
+            _worker_backends.move_to_end(key)
+            return _worker_backends[key]
+        source = _worker_backends[key] = get_backend(backend, survey=survey, **dict(options))
+        while len(_worker_backends) > WORKER_BACKENDS:
+            _worker_backends.popitem(last=False)[1].close()
+        return source
+
+
+def clear_worker_caches():
+    """Close the backends and drop the models this process keeps for partitions.
+
+    :func:`classify_partition` keeps the models it loads and the backends it
+    opens (HTTP sessions, open files) for the life of the worker process, so
+    that each is made once however many partitions the worker scores.  Call
+    this on every worker when the work is done (with Dask:
+    ``client.run(clear_worker_caches)``), or between runs in one process;
+    the next partition loads and opens them again.
+    """
+    with _worker_lock:
+        while _worker_backends:
+            _worker_backends.popitem()[1].close()
+    _worker_model.cache_clear()
 
 
 def classify_partition(frame, survey="des", backend="legacysurvey", model=None,
@@ -79,12 +113,11 @@ def classify_partition(frame, survey="des", backend="legacysurvey", model=None,
             classifier = classifier.with_tta()
         if threshold is None:
             threshold = classifier.decision_threshold
-        result = score_positions(
+        scores = score_positions(
             positions.ra, positions.dec, source, classifier, cache=cache, refresh=refresh,
             workers=workers, batch_size=batch_size, progress=False, valid=positions.valid,
             mc_samples=mc_samples, temperature=1.0 if temperature is None else temperature)
-        prob, row_status = result[:2]
-        std = result[3] if mc_samples else None
+        prob, row_status, std = scores.prob, scores.status, scores.std
     else:
         prob, row_status = np.empty(0, np.float32), np.empty(0, str)
         std = np.empty(0, np.float32)
@@ -106,11 +139,9 @@ def classify_partitioned(frame, model=None, **options):
         raise TypeError("with a Dask or LSDB catalog, give model as 'des', 'hsc' or a path")
     if options["backend"] is not None and not isinstance(options["backend"], str):
         raise TypeError("with a Dask or LSDB catalog, give backend by name (plus backend_options)")
-    if options["cache"] is True:
+    if options["cache"] is DEFAULT_CACHE or isinstance(options["cache"], CutoutCache):
         # Every worker must use the same directory, whatever its environment.
-        options["cache"] = str(CutoutCache().directory)
-    elif isinstance(options["cache"], CutoutCache):
-        options["cache"] = str(options["cache"].directory)
+        options["cache"] = str(as_cache(options["cache"]).directory)
     # LSDB catalogs expose their empty schema frame as ``meta``; Dask as ``_meta``.
     meta = frame.meta if hasattr(frame, "hc_structure") else frame._meta
     empty = classify_partition(meta.iloc[:0], model=model, **options)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 from .. import status
-from .cache import CutoutCache
+from .cache import DEFAULT_CACHE, as_cache
 from .preprocess import MODEL_IMAGE_SIZE, prepare_payload
 from .uncertainty import MC_SEED, apply_temperature, mc_dropout_predict
 from .options import DECODE_AHEAD_PER_THREAD, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 
-__all__ = ['fetch_images', 'score_positions', 'FetchedImages']
+__all__ = ['fetch_images', 'score_positions', 'FetchedImages', 'Scores']
 
 @dataclass
 class FetchedImages:
@@ -34,14 +34,44 @@ class FetchedImages:
     messages: dict
 
 
-def open_cache(cache):
-    if cache is None or cache is False:
-        return None
-    if isinstance(cache, CutoutCache):
-        return cache
-    if cache is True:
-        return CutoutCache()
-    return CutoutCache(cache)
+@dataclass
+class Scores:
+    """What :func:`score_positions` returns for a set of positions.
+
+    Attributes
+    ----------
+    prob : numpy.ndarray, shape (n,), float32
+        Deterministic prediction; NaN where the row has no usable image.
+    status : numpy.ndarray of str, shape (n,)
+        Per-row status (see :mod:`lsbg_classify.status`).
+    messages : dict
+        Row index → why that row is not ``ok``.
+    std : numpy.ndarray, shape (n,), float32, or None
+        The Monte-Carlo dropout spread of the probability when
+        ``mc_samples > 0`` (NaN where there is no image), else None.
+
+    Notes
+    -----
+    It also unpacks (and indexes) as ``(prob, status, messages)``, with
+    ``std`` fourth when it was computed.
+    """
+
+    prob: np.ndarray
+    status: np.ndarray
+    messages: dict
+    std: np.ndarray | None = None
+
+    def _fields(self):
+        return (self.prob, self.status, self.messages) + (() if self.std is None else (self.std,))
+
+    def __iter__(self):
+        return iter(self._fields())
+
+    def __getitem__(self, index):
+        return self._fields()[index]
+
+    def __len__(self):
+        return len(self._fields())
 
 
 def _progress(total, desc, progress):
@@ -128,7 +158,7 @@ def _iter_images(backend, ra, dec, rows, cache, refresh, workers, progress):
         bar.close()
 
 
-def fetch_images(ra, dec, backend, cache=True, refresh=False, workers=DEFAULT_WORKERS,
+def fetch_images(ra, dec, backend, cache=DEFAULT_CACHE, refresh=False, workers=DEFAULT_WORKERS,
                  progress=None, valid=None):
     """Fetch and preprocess the cutouts of many positions.
 
@@ -138,9 +168,11 @@ def fetch_images(ra, dec, backend, cache=True, refresh=False, workers=DEFAULT_WO
         Positions in degrees (ICRS).
     backend : SurveyBackend
         Image source.
-    cache : bool, str, path-like or CutoutCache
-        Persistent cutout cache: True for the default directory, a path, or
-        False/None for none.
+    cache : CutoutCache, None, bool or path-like
+        Persistent cutout cache, read by
+        :func:`~lsbg_classify.pipeline.cache.as_cache`: the per-user cache
+        by default (:data:`~lsbg_classify.pipeline.cache.DEFAULT_CACHE`),
+        None for none.
     refresh : bool
         Fetch again even when the cache has the cutout (and update it).
     workers : int
@@ -163,7 +195,7 @@ def fetch_images(ra, dec, backend, cache=True, refresh=False, workers=DEFAULT_WO
     messages = {}
     rows = np.flatnonzero(valid)
     for row, image, st, message in _iter_images(
-        backend, ra, dec, rows, open_cache(cache), refresh, workers, progress
+        backend, ra, dec, rows, as_cache(cache), refresh, workers, progress
     ):
         row_status[row] = st
         if image is not None:
@@ -173,7 +205,7 @@ def fetch_images(ra, dec, backend, cache=True, refresh=False, workers=DEFAULT_WO
     return FetchedImages(images, row_status, messages)
 
 
-def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=DEFAULT_WORKERS,
+def score_positions(ra, dec, backend, model, cache=DEFAULT_CACHE, refresh=False, workers=DEFAULT_WORKERS,
                     batch_size=DEFAULT_BATCH_SIZE, progress=None, valid=None, mc_samples=0,
                     temperature=1.0):
     """LSBG probabilities for positions, scoring batches while fetching goes on.
@@ -188,15 +220,10 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
 
     Returns
     -------
-    prob : numpy.ndarray, shape (n,), float32
-        Deterministic prediction; NaN where the row has no usable image.
-    row_status : numpy.ndarray of str, shape (n,)
-    messages : dict
-        Row index → reason for rows that are not ``ok``.
-    std : numpy.ndarray, shape (n,), float32
-        Only when ``mc_samples > 0``: the Monte-Carlo dropout spread of the
-        probability (seed :data:`~lsbg_classify.pipeline.uncertainty.MC_SEED`); NaN
-        where there is no image.
+    Scores
+        Probabilities, statuses, reasons and, when ``mc_samples > 0``, the
+        Monte-Carlo dropout spread (seed
+        :data:`~lsbg_classify.pipeline.uncertainty.MC_SEED`).
     """
     ra = np.asarray(ra, dtype=np.float64)
     dec = np.asarray(dec, dtype=np.float64)
@@ -229,7 +256,7 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
 
     try:
         for row, image, st, message in _iter_images(
-            backend, ra, dec, rows, open_cache(cache), refresh, workers, progress
+            backend, ra, dec, rows, as_cache(cache), refresh, workers, progress
         ):
             row_status[row] = st
             if message:
@@ -242,4 +269,4 @@ def score_positions(ra, dec, backend, model, cache=True, refresh=False, workers=
         flush()
     finally:
         score_bar.close()
-    return (prob, row_status, messages, std) if mc_samples else (prob, row_status, messages)
+    return Scores(prob, row_status, messages, std if mc_samples else None)
