@@ -378,8 +378,8 @@ def _check_checkpoint(checkpoint):
 
 def _cmd_classify(args):
     from .pipeline.catalog.write import same_file, write_catalog
-    from .pipeline.options import MESSAGE_COLUMN, check_options
     from .pipeline.classify import classify_catalog
+    from .pipeline.options import MESSAGE_COLUMN, check_options
 
     check_options(args.threshold, args.chunk_size, args.workers, args.batch_size,
                   args.mc_samples, args.temperature)
@@ -475,8 +475,8 @@ def _cmd_fetch(args):
     import numpy as np
 
     from .pipeline.catalog.columns import extract_positions
-    from .pipeline.scoring import fetch_images
     from .pipeline.preprocess import as_uint8
+    from .pipeline.scoring import fetch_images
     from .training.train import save_dataset
 
     table = _read_input(args)
@@ -526,8 +526,8 @@ def _cmd_train(args):
 def _cmd_evaluate(args):
     import numpy as np
 
-    from .training.evaluate import evaluate_model
     from .pipeline.model import load_model
+    from .training.evaluate import evaluate_model
     from .training.train import load_dataset
 
     X, y, extra = load_dataset(args.data)
@@ -563,8 +563,12 @@ def _fitted_temperature(model, validation, evaluated):
 
 
 def _report_calibration(y, prob, temperature, output_dir, label, title):
-    from .diagnostics.reliability import (N_BINS, apply_temperature, calibration_summary,
-                                              plot_reliability)
+    from .diagnostics.reliability import (
+        N_BINS,
+        apply_temperature,
+        calibration_summary,
+        plot_reliability,
+    )
 
     summary = calibration_summary(y, prob, temperature)
     text = f"expected calibration error ({N_BINS} bins): {summary['ece']:.3f}"
@@ -600,8 +604,8 @@ def _cmd_explain(args):
     import numpy as np
     from astropy.utils.exceptions import AstropyUserWarning
 
-    from .pipeline.catalog.columns import extract_positions
     from .diagnostics.explain import gradcam, save_gradcam_png
+    from .pipeline.catalog.columns import extract_positions
     from .pipeline.model import load_model
     from .pipeline.scoring import fetch_images
 
@@ -752,8 +756,8 @@ def _cmd_reproduce(args):
 def _cmd_inspect(args):
     import numpy as np
 
-    from .pipeline.catalog.columns import extract_positions
     from .diagnostics.inspection import inspection_rows, write_inspection_sheets
+    from .pipeline.catalog.columns import extract_positions
     from .pipeline.scoring import fetch_images
 
     table = _read_input(args)

@@ -1,8 +1,9 @@
 """Shared fixtures: loopback services and the ``--remote-data`` switch.
 
 Tests never reach the internet unless run with ``--remote-data``; those
-that need the real services carry ``@pytest.mark.remote``.  Everything else
-talks HTTP to loopback servers on 127.0.0.1.
+that need the real services carry ``@pytest.mark.remote_data`` and live in
+``tests/*_remote.py``.  Everything else talks HTTP to loopback servers on
+127.0.0.1.
 """
 
 import io
@@ -17,7 +18,7 @@ def pytest_addoption(parser):
             "--remote-data",
             action="store_true",
             default=False,
-            help="run tests marked 'remote' (they contact the real survey services)",
+            help="run tests marked 'remote_data' (they contact the real survey services)",
         )
     except ValueError:
         # pytest-remotedata (astropy's plugin) already defines the option.
@@ -35,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="contacts the real services; run with --remote-data")
     for item in items:
-        if "remote" in item.keywords:
+        if "remote_data" in item.keywords:
             item.add_marker(skip)
 
 

@@ -33,12 +33,13 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.table import Column, MaskedColumn, Table
 from astropy.utils.exceptions import AstropyUserWarning
-from hypothesis import event, given, HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from lsbg_classify import classify_catalog, status
+from lsbg_classify.cli import main
 from lsbg_classify.pipeline.cache import CutoutCache
 from lsbg_classify.pipeline.catalog.read import CatalogError
-from lsbg_classify.cli import main
 from lsbg_classify.pipeline.model import LSBGModel, load_model
 from lsbg_classify.surveys import NoCoverageError, Payload, SurveyBackend
 

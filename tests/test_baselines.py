@@ -9,10 +9,17 @@ import pytest
 from astropy import units as u
 from astropy.table import MaskedColumn, Table
 
-from lsbg_classify.reproduction.baselines import (FEATURE_SETS, IMAGE_FEATURES, baseline_models,
-                                                  catalog_features, cross_validate_baselines,
-                                                  load_greco2018, measure_features,
-                                                  run_greco_benchmark, sky_groups)
+from lsbg_classify.reproduction.baselines import (
+    FEATURE_SETS,
+    IMAGE_FEATURES,
+    baseline_models,
+    catalog_features,
+    cross_validate_baselines,
+    load_greco2018,
+    measure_features,
+    run_greco_benchmark,
+    sky_groups,
+)
 from lsbg_classify.training.evaluate import METRIC_NAMES
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -1,17 +1,28 @@
 import numpy as np
 import pytest
 
-from lsbg_classify.testing.benchmark import (architecture_flops, batch_sweep, decode_throughput,
-                                             deepshadows_flops_per_image, keras_backends,
-                                             matmul_limit, training_throughput,
-                                             warm_cache_synthetic, end_to_end_throughput,
-                                             fetch_throughput, inference_throughput,
-                                             matmul_peak_flops, read_coordinates, run_benchmarks,
-                                             simulated_positions, warm_cache)
+from lsbg_classify.cli import main
 from lsbg_classify.pipeline.cache import CutoutCache
 from lsbg_classify.pipeline.catalog.read import CatalogError
-from lsbg_classify.cli import main
 from lsbg_classify.pipeline.model import build_deepshadows, load_model
+from lsbg_classify.testing.benchmark import (
+    architecture_flops,
+    batch_sweep,
+    decode_throughput,
+    deepshadows_flops_per_image,
+    end_to_end_throughput,
+    fetch_throughput,
+    inference_throughput,
+    keras_backends,
+    matmul_limit,
+    matmul_peak_flops,
+    read_coordinates,
+    run_benchmarks,
+    simulated_positions,
+    training_throughput,
+    warm_cache,
+    warm_cache_synthetic,
+)
 
 
 def test_flop_count_of_deepshadows_by_hand():

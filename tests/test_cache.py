@@ -12,8 +12,12 @@ import pytest
 from astropy.io import fits
 
 from lsbg_classify import status
-from lsbg_classify.pipeline.cache import (DEFAULT_CACHE_ENV, CacheCorruptionWarning, CutoutCache,
-                                          default_cache_dir)
+from lsbg_classify.pipeline.cache import (
+    DEFAULT_CACHE_ENV,
+    CacheCorruptionWarning,
+    CutoutCache,
+    default_cache_dir,
+)
 from lsbg_classify.surveys import FetchOutcome, Payload
 
 JPEG_BYTES = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"

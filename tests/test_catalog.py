@@ -10,14 +10,25 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.table import Column, MaskedColumn, QTable, Table
 from astropy.utils.exceptions import AstropyUserWarning
-from hypothesis import given, HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lsbg_classify import status
-from lsbg_classify.pipeline.catalog.read import (DEC_NAMES, OUTPUT_COLUMNS, PROVENANCE_KEY,
-                                                 RA_NAMES, CatalogError, format_from_path,
-                                                 read_catalog)
-from lsbg_classify.pipeline.catalog.columns import (Positions, add_result_columns,
-                                                    extract_positions, find_position_columns)
+from lsbg_classify.pipeline.catalog.columns import (
+    Positions,
+    add_result_columns,
+    extract_positions,
+    find_position_columns,
+)
+from lsbg_classify.pipeline.catalog.read import (
+    DEC_NAMES,
+    OUTPUT_COLUMNS,
+    PROVENANCE_KEY,
+    RA_NAMES,
+    CatalogError,
+    format_from_path,
+    read_catalog,
+)
 from lsbg_classify.pipeline.catalog.write import same_file, write_catalog
 
 REPO = Path(__file__).resolve().parents[1]

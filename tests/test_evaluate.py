@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-from lsbg_classify.training.evaluate import (binary_metrics, bootstrap_intervals, metrics_table,
-                                             plot_confusion, plot_roc)
+from lsbg_classify.training.evaluate import (
+    binary_metrics,
+    bootstrap_intervals,
+    metrics_table,
+    plot_confusion,
+    plot_roc,
+)
 
 
 def test_metrics_on_a_known_confusion_matrix():

@@ -36,15 +36,18 @@ from astropy.table import Table
 from PIL import Image
 
 from lsbg_classify import classify_catalog, status
-from lsbg_classify.pipeline.cache import (CacheCorruptionWarning, CacheUnavailableWarning,
-                                          CutoutCache)
 from lsbg_classify.limits import MAX_PAYLOAD_BYTES
-from lsbg_classify.testing.loopback import Fault, LoopbackViewer
+from lsbg_classify.pipeline.cache import (
+    CacheCorruptionWarning,
+    CacheUnavailableWarning,
+    CutoutCache,
+)
 from lsbg_classify.pipeline.model import load_model
 from lsbg_classify.surveys import FetchOutcome, Payload
 from lsbg_classify.surveys.http import HttpClient
 from lsbg_classify.surveys.legacysurvey import LegacySurveyBackend
 from lsbg_classify.surveys.payload import decode_rgb, is_blank
+from lsbg_classify.testing.loopback import Fault, LoopbackViewer
 
 #: Client settings: short enough to keep the file fast.  TIMEOUT is used
 #: where answers are slow on purpose; elsewhere RELAXED, which costs nothing

@@ -187,12 +187,3 @@ def test_concurrent_fetch(hips_server, backend_for):
     assert [seen[i] for i in range(16)] == [
         status.NO_COVERAGE if i in (2, 9) else status.OK for i in range(16)
     ]
-
-
-@pytest.mark.remote
-def test_remote_hips2fits(no_service_env):
-    with HipsBackend("des", max_retries=2) as backend:
-        payload = backend.download(30.0, -1.0)
-    cube = fits.getdata(io.BytesIO(payload.data))
-    assert cube.shape == (3, 256, 256)
-    assert np.isfinite(cube).any()

@@ -8,11 +8,18 @@ from email.utils import format_datetime
 
 import pytest
 
-from lsbg_classify.testing.loopback import Fault
 from lsbg_classify.surveys import FetchError
-from lsbg_classify.surveys.http import (DEFAULT_USER_AGENT, HttpClient, HttpFetchError,
-                                        ResponseTooLargeError, RetryableResponseError,
-                                        parse_retry_after, redact_text, redact_url)
+from lsbg_classify.surveys.http import (
+    DEFAULT_USER_AGENT,
+    HttpClient,
+    HttpFetchError,
+    ResponseTooLargeError,
+    RetryableResponseError,
+    parse_retry_after,
+    redact_text,
+    redact_url,
+)
+from lsbg_classify.testing.loopback import Fault
 from lsbg_classify.version import __version__
 
 PARAMS = {"ra": "150.0", "dec": "2.5", "layer": "des-dr1", "pixscale": "0.131", "size": "64"}

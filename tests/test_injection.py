@@ -12,9 +12,15 @@ from astropy.wcs import WCS
 from scipy.special import gamma, gammaincinv
 
 from lsbg_classify.cli import main
-from lsbg_classify.diagnostics.injection import (InjectedLSBG, draw_lsbg, inject_into_image,
-                                                 injection_recovery, parse_grid, plot_completeness,
-                                                 wilson_interval)
+from lsbg_classify.diagnostics.injection import (
+    InjectedLSBG,
+    draw_lsbg,
+    inject_into_image,
+    injection_recovery,
+    parse_grid,
+    plot_completeness,
+    wilson_interval,
+)
 from lsbg_classify.pipeline.model import bundled_weights_path, load_model
 from lsbg_classify.surveys import get_backend
 

@@ -4,8 +4,14 @@ import threading
 import numpy as np
 import pytest
 
-from lsbg_classify.pipeline.model import (BUNDLED_MODELS, CONV_FILTERS, LSBGModel,
-                                          build_deepshadows, bundled_weights_path, load_model)
+from lsbg_classify.pipeline.model import (
+    BUNDLED_MODELS,
+    CONV_FILTERS,
+    LSBGModel,
+    build_deepshadows,
+    bundled_weights_path,
+    load_model,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsbg_classify.pipeline.model import (BUNDLED_MODELS, OnnxNetwork, bundled_weights_path,
-                                          card_path, file_sha256, load_model, onnx_twin_path)
-from lsbg_classify.training.onnx_export import main as export_main, write_onnx_twin
+from lsbg_classify.pipeline.model import (
+    BUNDLED_MODELS,
+    OnnxNetwork,
+    bundled_weights_path,
+    card_path,
+    file_sha256,
+    load_model,
+    onnx_twin_path,
+)
+from lsbg_classify.training.onnx_export import main as export_main
+from lsbg_classify.training.onnx_export import write_onnx_twin
 
 # The real labelled DES development set, where the shared data is checked out.
 DEV_SET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "des_real" / \

@@ -18,8 +18,8 @@ from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table
 
 from lsbg_classify import status
-from lsbg_classify.pipeline.catalog.read import OUTPUT_COLUMNS, PROVENANCE_KEY, read_catalog
 from lsbg_classify.pipeline.catalog.columns import add_result_columns
+from lsbg_classify.pipeline.catalog.read import OUTPUT_COLUMNS, PROVENANCE_KEY, read_catalog
 from lsbg_classify.pipeline.catalog.write import write_catalog
 
 UCDS = dict(zip(OUTPUT_COLUMNS, ("stat.probability", "meta.code.class", "meta.code.status")))

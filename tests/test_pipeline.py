@@ -7,11 +7,11 @@ from astropy.table import MaskedColumn, Table
 from lsbg_classify import classify_catalog, status
 from lsbg_classify.pipeline.cache import CutoutCache
 from lsbg_classify.pipeline.catalog.read import CatalogError
-from lsbg_classify.testing.loopback import LoopbackViewer
 from lsbg_classify.pipeline.model import load_model
 from lsbg_classify.pipeline.scoring import fetch_images, score_positions
 from lsbg_classify.surveys import FetchError, Payload, get_backend
 from lsbg_classify.surveys.base import SurveyBackend
+from lsbg_classify.testing.loopback import LoopbackViewer
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +183,8 @@ def test_default_threshold_is_the_model_cards_and_tta_averages_eight_views(tmp_p
     import numpy as np
     from astropy.table import Table
 
-    from lsbg_classify.pipeline.model import build_deepshadows, dihedral_views, load_model
     from lsbg_classify.pipeline.classify import classify_catalog
+    from lsbg_classify.pipeline.model import build_deepshadows, dihedral_views, load_model
 
     network = build_deepshadows()
     weights = tmp_path / "mine.weights.h5"

@@ -7,8 +7,13 @@ from PIL import Image
 
 from lsbg_classify import status
 from lsbg_classify.colour import DES_MAPPING, HSC_MAPPING, asinh_rgb
-from lsbg_classify.pipeline.preprocess import (BadImageError, as_uint8, jpeg_to_rgb,
-                                               prepare_payload, to_model_input)
+from lsbg_classify.pipeline.preprocess import (
+    BadImageError,
+    as_uint8,
+    jpeg_to_rgb,
+    prepare_payload,
+    to_model_input,
+)
 from lsbg_classify.surveys import Payload
 
 

@@ -4,9 +4,14 @@ import numpy as np
 import pytest
 
 from lsbg_classify.cli import main
-from lsbg_classify.diagnostics.reliability import (apply_temperature, calibration_summary,
-                                                   expected_calibration_error, fit_temperature,
-                                                   plot_reliability, reliability_curve)
+from lsbg_classify.diagnostics.reliability import (
+    apply_temperature,
+    calibration_summary,
+    expected_calibration_error,
+    fit_temperature,
+    plot_reliability,
+    reliability_curve,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N = 20000

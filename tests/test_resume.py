@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from lsbg_classify.testing.loopback import LoopbackViewer
 from lsbg_classify.pipeline.checkpoint import CheckpointMismatchError, score_in_chunks
 from lsbg_classify.surveys import get_backend
+from lsbg_classify.testing.loopback import LoopbackViewer
 
 ROWS = 240
 CHUNK = 40

@@ -10,8 +10,12 @@ from PIL import Image
 
 from lsbg_classify.diagnostics import sim_vs_real as calibration
 from lsbg_classify.simulation import training_set
-from lsbg_classify.simulation.conditions import (ARTIFACT_KINDS, LSBG_KINDS, SIMULATOR_VERSION,
-                                                 truth_label)
+from lsbg_classify.simulation.conditions import (
+    ARTIFACT_KINDS,
+    LSBG_KINDS,
+    SIMULATOR_VERSION,
+    truth_label,
+)
 from lsbg_classify.simulation.render import render_bands, render_fits, render_jpeg
 from lsbg_classify.simulation.training_set import make_training_set
 from lsbg_classify.surveys import FITS, JPEG, NoCoverageError, Payload, get_backend, get_survey
@@ -260,7 +264,10 @@ def test_resample_options():
     assert np.abs(Xb[1].astype(int) - np.round(block * 255)).max() <= 1
     Xa, _ = make_training_set(2, seed=4, randomize=False)
     # Anti-aliasing smooths the noise: lower pixel-to-pixel differences.
-    rough = lambda X: np.abs(np.diff(X.astype(float), axis=1)).mean()
+
+    def rough(X):
+        return np.abs(np.diff(X.astype(float), axis=1)).mean()
+
     assert rough(Xa) < rough(Xb)
     with pytest.raises(ValueError):
         make_training_set(2, resample="cubic")

@@ -57,11 +57,11 @@ from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from .. import status
+from ..figures import new_figure, save_figure
 from ..pipeline.model import load_model
 from ..pipeline.options import DEFAULT_THRESHOLD
-from ..pipeline.scoring import fetch_images
 from ..pipeline.preprocess import prepare_payload
-from ..figures import new_figure, save_figure
+from ..pipeline.scoring import fetch_images
 from ..simulation.backgrounds import bands_to_jpeg, render_background, sersic_band_magnitudes
 from ..surveys import JPEG, Payload, get_survey
 from ..surveys.local import NANOMAGGY_ZERO_POINT, LocalFitsBackend

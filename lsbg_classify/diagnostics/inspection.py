@@ -28,10 +28,10 @@ import numpy as np
 
 from .. import status
 from ..atomic import atomic_write_bytes
-from ..pipeline.catalog.read import CatalogError
-from ..pipeline.catalog.columns import extract_positions
-from ..pipeline.options import DEFAULT_THRESHOLD
 from ..figures import contact_sheet, png_data_uri
+from ..pipeline.catalog.columns import extract_positions
+from ..pipeline.catalog.read import CatalogError
+from ..pipeline.options import DEFAULT_THRESHOLD
 
 __all__ = ["SHEET_KINDS", "DEFAULT_ROWS", "select_rows", "inspection_rows",
            "write_inspection_sheets"]

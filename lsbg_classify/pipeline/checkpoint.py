@@ -3,7 +3,9 @@
 
 import zipfile
 from pathlib import Path
+
 import numpy as np
+
 from .. import status
 from ..atomic import atomic_path
 from ..resume import fingerprint, load_record, save_record

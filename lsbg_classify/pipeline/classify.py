@@ -2,19 +2,29 @@
 """
 
 import datetime
+
 import numpy as np
-from .catalog.columns import (add_result_columns, extract_positions)
-from .model import load_model
+
 from ..surveys import get_backend
-from .uncertainty import MC_SEED, check_temperature
 from ..version import __version__
-from .options import (DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_WORKERS, OptionError,
-                      check_clashes, check_model, check_options, with_message_column,
-                      with_std_column)
 from .cache import DEFAULT_CACHE, as_cache
-from .scoring import score_positions
+from .catalog.columns import add_result_columns, extract_positions
 from .checkpoint import chunked, message_array
+from .model import load_model
+from .options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_WORKERS,
+    OptionError,
+    check_clashes,
+    check_model,
+    check_options,
+    with_message_column,
+    with_std_column,
+)
 from .partitions import classify_partitioned
+from .scoring import score_positions
+from .uncertainty import MC_SEED, check_temperature
 
 __all__ = ['classify_catalog']
 

@@ -3,9 +3,10 @@
 
 import numpy as np
 from astropy.table import Column, MaskedColumn
+
 from .. import status
+from .catalog.columns import add_result_columns, output_column_names
 from .catalog.read import CatalogError
-from .catalog.columns import (add_result_columns, output_column_names)
 from .model import DEFAULT_DECISION_THRESHOLD
 from .preprocess import MODEL_IMAGE_SIZE
 from .uncertainty import check_temperature

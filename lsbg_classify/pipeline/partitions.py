@@ -6,14 +6,16 @@ import functools
 import os
 import threading
 import warnings
+
 import numpy as np
 import pandas as pd
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
-from .cache import DEFAULT_CACHE, CutoutCache, as_cache
-from .catalog.columns import (extract_positions, find_position_columns)
-from .model import load_model
+
 from ..surveys import get_backend
+from .cache import DEFAULT_CACHE, CutoutCache, as_cache
+from .catalog.columns import extract_positions, find_position_columns
+from .model import load_model
 from .options import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, DEFAULT_WORKERS, MC_STD_COLUMN
 from .scoring import score_positions
 

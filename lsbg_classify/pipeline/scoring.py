@@ -5,13 +5,15 @@ import collections
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
 import numpy as np
 from tqdm.auto import tqdm
+
 from .. import status
 from .cache import DEFAULT_CACHE, as_cache
+from .options import DECODE_AHEAD_PER_THREAD, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 from .preprocess import MODEL_IMAGE_SIZE, prepare_payload
 from .uncertainty import MC_SEED, apply_temperature, mc_dropout_predict
-from .options import DECODE_AHEAD_PER_THREAD, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
 
 __all__ = ['fetch_images', 'score_positions', 'FetchedImages', 'Scores']
 

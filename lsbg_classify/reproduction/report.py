@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training.evaluate import plot_confusion, plot_roc
 from ..atomic import atomic_write_bytes
 from ..figures import new_figure, png_data_uri, save_figure
+from ..training.evaluate import plot_confusion, plot_roc
 
 __all__ = ["PAPER_REFERENCE", "PAPER_RESULTS", "REPORT_METRICS", "plot_training_curves",
            "write_report"]

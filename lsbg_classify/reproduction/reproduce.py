@@ -39,29 +39,30 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy import config as _config, units as u
+from astropy import config as _config
+from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from .. import status
 from ..atomic import atomic_path, atomic_write_bytes
-from .baselines import baseline_models, catalog_features, load_greco2018, measure_features
 from ..pipeline.cache import CutoutCache
-from ..pipeline.catalog.read import CatalogError
 from ..pipeline.catalog.columns import extract_positions
+from ..pipeline.catalog.read import CatalogError
 from ..pipeline.catalog.write import write_catalog
-from ..resume import fingerprint, load_record, save_record
-from ..training.evaluate import metrics_table
 from ..pipeline.model import file_sha256, load_model
-from ..pipeline.scoring import fetch_images
 from ..pipeline.preprocess import MODEL_IMAGE_SIZE, as_uint8
-from .report import PAPER_RESULTS, write_report
+from ..pipeline.scoring import fetch_images
+from ..resume import fingerprint, load_record, save_record
 from ..surveys import get_backend, get_survey
 from ..surveys.http import HttpClient, redact_url, resolve_base_url
-from ..training.train import load_dataset, save_dataset, train
 from ..training.defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
+from ..training.evaluate import metrics_table
+from ..training.train import load_dataset, save_dataset, train
 from ..version import __version__
+from .baselines import baseline_models, catalog_features, load_greco2018, measure_features
+from .report import PAPER_RESULTS, write_report
 
 __all__ = [
     "Conf",

@@ -2,13 +2,22 @@
 """
 
 import math
+
 import numpy as np
-from .conditions import (ARTIFACT_KINDS, JPEG_QUALITY, MODELS, SIMULATOR_VERSION, cutout_rng,
-                         draw_conditions, survey_info)
-from .scene import Scene, sersic_mean_sb_offset, survey_colours, total_mag
-from .populations import field_galaxies, field_stars
+
 from .candidates import ARTIFACT_BUILDERS, Context
+from .conditions import (
+    ARTIFACT_KINDS,
+    JPEG_QUALITY,
+    MODELS,
+    SIMULATOR_VERSION,
+    cutout_rng,
+    draw_conditions,
+    survey_info,
+)
+from .populations import field_galaxies, field_stars
 from .render import encode_jpeg, geometry, noise_image, psf_kernel_fft, upsample_fft, upsample_local
+from .scene import Scene, sersic_mean_sb_offset, survey_colours, total_mag
 
 __all__ = ['sersic_band_magnitudes', 'render_background', 'bands_to_jpeg']
 

@@ -3,10 +3,12 @@
 
 import dataclasses
 import math
+
 import numpy as np
+
 from .conditions import Conditions, SurveyModel
-from .scene import band_fluxes, sersic, sersic_mean_sb_offset, survey_colours, total_mag
 from .populations import bright_star, draw_ghost, gaussian_random_field
+from .scene import band_fluxes, sersic, sersic_mean_sb_offset, survey_colours, total_mag
 
 # --------------------------------------------------------------------------
 # Candidates at the centre

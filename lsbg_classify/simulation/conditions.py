@@ -3,7 +3,9 @@
 
 import dataclasses
 import math
+
 import numpy as np
+
 from ..surveys.base import SurveyInfo, get_survey
 
 __all__ = ['SIMULATOR_VERSION', 'JPEG_QUALITY', 'truth_label', 'ARTIFACT_KINDS', 'LSBG_KINDS']

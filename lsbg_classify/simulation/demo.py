@@ -14,12 +14,12 @@ import numpy as np
 from astropy.table import Table
 
 from .. import status
+from ..figures import contact_sheet
 from ..pipeline.catalog.write import write_catalog
 from ..pipeline.classify import classify_catalog
 from ..pipeline.scoring import fetch_images
-from ..figures import contact_sheet
-from .conditions import truth_label
 from ..surveys import get_backend
+from .conditions import truth_label
 
 __all__ = ["demo_catalog", "run_demo"]
 

@@ -2,7 +2,9 @@
 """
 
 import math
+
 import numpy as np
+
 from .conditions import mag_to_nmgy
 from .scene import TEMPLATE_MAX_RE, add_small_galaxy, band_fluxes, sersic, survey_colours
 

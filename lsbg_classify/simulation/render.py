@@ -4,13 +4,25 @@
 import io
 import math
 from functools import lru_cache
+
 import numpy as np
-from .conditions import (ARTIFACT_KINDS, LSBG_KINDS, MARGIN, MODELS, SIMULATOR_VERSION,
-                         STREAM_SCENE, cutout_rng, draw_conditions, survey_info, to_arcsec,
-                         truth_label)
-from .scene import Scene, galsim_params, import_galsim
-from .populations import bright_star, field_galaxies, field_stars
+
 from .candidates import ARTIFACT_BUILDERS, Context, add_lsbg, elliptical
+from .conditions import (
+    ARTIFACT_KINDS,
+    LSBG_KINDS,
+    MARGIN,
+    MODELS,
+    SIMULATOR_VERSION,
+    STREAM_SCENE,
+    cutout_rng,
+    draw_conditions,
+    survey_info,
+    to_arcsec,
+    truth_label,
+)
+from .populations import bright_star, field_galaxies, field_stars
+from .scene import Scene, galsim_params, import_galsim
 
 __all__ = ['render_bands', 'render_jpeg', 'render_fits']
 

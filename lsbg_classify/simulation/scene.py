@@ -3,7 +3,9 @@
 
 import math
 from functools import lru_cache
+
 import numpy as np
+
 from .conditions import mag_to_nmgy
 
 # --------------------------------------------------------------------------

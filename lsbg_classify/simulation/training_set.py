@@ -2,7 +2,9 @@
 """
 
 import math
+
 import numpy as np
+
 from .conditions import survey_info
 from .render import render_jpeg
 

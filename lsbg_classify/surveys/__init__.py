@@ -9,8 +9,19 @@ so another package can add one by declaring, in its own ``pyproject.toml``::
 
 from importlib.metadata import entry_points
 
-from .base import (ENTRY_POINT_GROUP, FITS, JPEG, SURVEYS, FetchError, FetchOutcome,
-                   NoCoverageError, Payload, SurveyBackend, SurveyInfo, get_survey)
+from .base import (
+    ENTRY_POINT_GROUP,
+    FITS,
+    JPEG,
+    SURVEYS,
+    FetchError,
+    FetchOutcome,
+    NoCoverageError,
+    Payload,
+    SurveyBackend,
+    SurveyInfo,
+    get_survey,
+)
 
 __all__ = [
     "FITS",

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import status
-from .loopback import LoopbackViewer
 from ..pipeline.catalog.write import write_catalog
 from ..surveys import get_backend
+from .loopback import LoopbackViewer
 
 __all__ = [
     "architecture_flops",
@@ -336,8 +336,8 @@ def decode_throughput(payloads, mapping, threads=None):
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..pipeline.scoring import decode_threads
     from ..pipeline.preprocess import prepare_payload
+    from ..pipeline.scoring import decode_threads
 
     threads = decode_threads() if threads is None else int(threads)
     prepare_payload(payloads[0], mapping)
@@ -442,8 +442,8 @@ def read_coordinates(paths):
         A file without position columns, or with an invalid position
         (the message names the file, column and rows).
     """
-    from ..pipeline.catalog.read import CatalogError, read_catalog
     from ..pipeline.catalog.columns import extract_positions
+    from ..pipeline.catalog.read import CatalogError, read_catalog
 
     ra, dec = [], []
     for path in paths:

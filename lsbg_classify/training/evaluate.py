@@ -10,9 +10,9 @@ import numpy as np
 from astropy.table import Table
 from sklearn import metrics as skm
 
+from ..figures import contact_sheet, new_figure, save_figure
 from ..pipeline.catalog.write import write_catalog
 from ..pipeline.model import DEFAULT_DECISION_THRESHOLD
-from ..figures import contact_sheet, new_figure, save_figure
 
 __all__ = ["binary_metrics", "bootstrap_intervals", "metrics_table", "plot_confusion",
            "plot_roc", "plot_history", "evaluate_model", "best_threshold",

@@ -31,8 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..pipeline.model import (BUNDLED_MODELS, INPUT_SHAPE, build_deepshadows, bundled_weights_path,
-                              card_path, file_sha256, onnx_twin_path)
+from ..pipeline.model import (
+    BUNDLED_MODELS,
+    INPUT_SHAPE,
+    build_deepshadows,
+    bundled_weights_path,
+    card_path,
+    file_sha256,
+    onnx_twin_path,
+)
 from ..version import __version__
 
 __all__ = ["ONNX_OPSET", "EXPORT_TOLERANCE", "network_to_onnx", "export_onnx", "write_onnx_twin",

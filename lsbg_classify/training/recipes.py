@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_path, atomic_write_bytes
-from .evaluate import crossvalidated_threshold, evaluate_model, metrics_table, plot_history
 from ..pipeline.model import DEFAULT_DECISION_THRESHOLD, file_sha256, load_model, predict_tta
-from .onnx_export import write_onnx_twin
 from ..simulation.conditions import SIMULATOR_VERSION
 from ..simulation.training_set import make_training_set
-from .train import load_dataset, save_dataset, train
 from .defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
+from .evaluate import crossvalidated_threshold, evaluate_model, metrics_table, plot_history
+from .onnx_export import write_onnx_twin
+from .train import load_dataset, save_dataset, train
 
 __all__ = ["RECIPE", "build_bundled_models", "crossfit_finetune", "simulated_shards"]
 

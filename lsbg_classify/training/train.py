@@ -15,8 +15,8 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_bytes
 from ..pipeline.model import build_deepshadows, compile_deepshadows, file_sha256, import_keras
-from .defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 from ..version import __version__
+from .defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 
 __all__ = [
     "TRAIN_DEFAULTS",

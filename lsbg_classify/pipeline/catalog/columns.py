@@ -2,20 +2,31 @@
 """
 
 from __future__ import annotations
+
 import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from numbers import Real
+
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import ICRS, Angle, SkyCoord
 from astropy.table import Column, MaskedColumn
 from astropy.utils.exceptions import AstropyUserWarning
+
 from ... import status as _status
 from ...version import __version__
-from .read import (CatalogError, DEC_NAMES, MAX_SHOWN, OUTPUT_COLUMNS, OUTPUT_UCDS, PROVENANCE_KEY,
-                   RA_NAMES, UNIT_ALIASES)
+from .read import (
+    DEC_NAMES,
+    MAX_SHOWN,
+    OUTPUT_COLUMNS,
+    OUTPUT_UCDS,
+    PROVENANCE_KEY,
+    RA_NAMES,
+    UNIT_ALIASES,
+    CatalogError,
+)
 
 __all__ = ['Positions', 'find_position_columns', 'extract_positions', 'output_column_names', 'add_result_columns']
 

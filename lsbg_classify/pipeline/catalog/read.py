@@ -2,11 +2,13 @@
 """
 
 from __future__ import annotations
+
 import contextlib
 import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+
 import astropy.units as u
 import numpy as np
 from astropy.table import Column, MaskedColumn, Table

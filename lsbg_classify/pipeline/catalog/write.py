@@ -2,20 +2,29 @@
 """
 
 from __future__ import annotations
+
 import os
 import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+
 import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyError, VerifyWarning
 from astropy.table import MaskedColumn
 from astropy.utils.exceptions import AstropyUserWarning
+
 from ...atomic import atomic_path
-from .read import (CatalogError, FORMATS, PROVENANCE_KEY, format_from_path, normalise_format,
-                   one_line)
 from .columns import flat_provenance
+from .read import (
+    FORMATS,
+    PROVENANCE_KEY,
+    CatalogError,
+    format_from_path,
+    normalise_format,
+    one_line,
+)
 
 __all__ = ['write_catalog', 'same_file']
 
