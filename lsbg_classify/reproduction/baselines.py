@@ -364,15 +364,12 @@ def _annulus_mean(img, x, y, r_in, r_out, mask):
     return float(np.mean(img[sel])) if sel.any() else np.nan
 
 
-def _measure_one(img, pixel_scale, thresh, minarea, max_offset):
+def _background_subtracted(img, central_disk):
+    """Per-channel images minus their sep background, their mean and its robust noise."""
     import sep
 
     h, w, _ = img.shape
-    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    yy, xx = np.indices((h, w))
-    central_disk = np.hypot(xx - cx, yy - cy) < 0.25 * min(h, w)
     box = max(8, min(h, w) // 2)
-
     channels = []
     for c in range(3):
         data = np.ascontiguousarray(img[..., c])
@@ -386,81 +383,105 @@ def _measure_one(img, pixel_scale, thresh, minarea, max_offset):
     rms = 1.4826 * float(np.median(np.abs(outer - np.median(outer))))
     if not np.isfinite(rms) or rms <= 0:
         rms = float(np.std(outer)) or 1e-4
+    return channels, det, rms
 
+
+def _central_object(objs, seg, cx, cy, max_offset):
+    """Index of the candidate among the detections and its flag (see measure_features)."""
+    if not len(objs):
+        return None, 2
+    ids = {int(seg[int(round(cy + dy)), int(round(cx + dx))])
+           for dy in (-0.5, 0.5) for dx in (-0.5, 0.5)}
+    ids.discard(0)
+    if ids:
+        return max(ids, key=lambda i: objs["flux"][i - 1]) - 1, 0
+    dist = np.hypot(objs["x"] - cx, objs["y"] - cy)
+    if dist.min() <= max_offset:
+        return int(np.argmin(dist)), 1
+    return None, 2
+
+
+def _measure_detected(o, index, seg, det, channels):
+    """Kron-aperture photometry of a detected object, other objects masked."""
+    import sep
+
+    x, y = float(o["x"]), float(o["y"])
+    a, b, theta = max(float(o["a"]), 0.5), max(float(o["b"]), 0.5), float(o["theta"])
+    other = (seg > 0) & (seg != index + 1)
+    arr1 = np.atleast_1d
+    kr, _ = sep.kron_radius(det, arr1(x), arr1(y), arr1(a), arr1(b), arr1(theta), arr1(6.0),
+                            mask=other)
+    kr = float(kr[0]) if np.isfinite(kr[0]) and kr[0] > 0 else 2.5
+    r_kron = 2.5 * kr
+    if r_kron * math.sqrt(a * b) < 3.5:  # SourceExtractor's minimum aperture
+        a_ap = b_ap = 3.5
+        r_kron, theta_ap = 1.0, 0.0
+    else:
+        a_ap, b_ap, theta_ap = a, b, theta
+    ap = tuple(arr1(v) for v in (x, y, a_ap, b_ap, theta_ap, r_kron))
+    fluxes = [float(sep.sum_ellipse(ch, *ap, mask=other, subpix=5)[0][0]) for ch in channels]
+    flux = float(sep.sum_ellipse(det, *ap, mask=other, subpix=5)[0][0])
+    rmax = max(r_kron * a_ap, 2.0)
+    if flux > 0:
+        r_half, _ = sep.flux_radius(det, arr1(x), arr1(y), arr1(rmax), 0.5,
+                                    normflux=arr1(flux), mask=other, subpix=5)
+        r_half = float(np.ravel(r_half)[0])
+    else:
+        r_half = np.nan
+    peak = float(det[seg == index + 1].max())
+    return x, y, flux, fluxes, r_half, 1.0 - b / a, peak, other
+
+
+def _measure_moments(det, channels, central_disk, cx, cy):
+    """Nothing usable detected: moments of the positive light in the central disk."""
+    yy, xx = np.indices(det.shape)
+    x, y = cx, cy
+    wgt = np.where(central_disk, np.clip(det, 0, None), 0.0)
+    flux = float(wgt.sum())
+    fluxes = [float(np.sum(np.where(central_disk, ch, 0.0))) for ch in channels]
+    mask = np.zeros(det.shape, dtype=bool)
+    if flux > 0:
+        x = float(np.sum(wgt * xx) / flux)
+        y = float(np.sum(wgt * yy) / flux)
+        dx, dy = xx - x, yy - y
+        mxx, myy, mxy = (np.sum(wgt * dx * dx) / flux, np.sum(wgt * dy * dy) / flux,
+                         np.sum(wgt * dx * dy) / flux)
+        tr, det2 = mxx + myy, mxx * myy - mxy**2
+        disc = math.sqrt(max(tr**2 / 4 - det2, 0.0))
+        lam1, lam2 = tr / 2 + disc, max(tr / 2 - disc, 0.0)
+        ell = 1.0 - math.sqrt(lam2 / lam1) if lam1 > 0 else 0.0
+        rr = np.hypot(dx, dy)[central_disk]
+        order = np.argsort(rr)
+        cum = np.cumsum(wgt[central_disk][order])
+        r_half = float(rr[order][np.searchsorted(cum, 0.5 * cum[-1])])
+    else:
+        ell, r_half = 0.0, np.nan
+    peak = float(det[central_disk].max())
+    return x, y, flux, fluxes, r_half, ell, peak, mask
+
+
+def _measure_one(img, pixel_scale, thresh, minarea, max_offset):
+    import sep
+
+    h, w, _ = img.shape
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    yy, xx = np.indices((h, w))
+    central_disk = np.hypot(xx - cx, yy - cy) < 0.25 * min(h, w)
+    channels, det, rms = _background_subtracted(img, central_disk)
     try:
         objs, seg = sep.extract(det, thresh, err=rms, minarea=minarea, deblend_cont=0.005,
                                 segmentation_map=True)
     except Exception:  # pragma: no cover - e.g. pixel stack overflow
         objs, seg = np.zeros(0), np.zeros((h, w), dtype=np.int32)
     n_sources = len(objs)
-
-    index = None
-    flag = 2
-    if n_sources:
-        ids = {int(seg[int(round(cy + dy)), int(round(cx + dx))]) for dy in (-0.5, 0.5) for dx in (-0.5, 0.5)}
-        ids.discard(0)
-        if ids:
-            index = max(ids, key=lambda i: objs["flux"][i - 1]) - 1
-            flag = 0
-        else:
-            dist = np.hypot(objs["x"] - cx, objs["y"] - cy)
-            if dist.min() <= max_offset:
-                index = int(np.argmin(dist))
-                flag = 1
-
+    index, flag = _central_object(objs, seg, cx, cy, max_offset)
     scale = 1.0 if pixel_scale is None else float(pixel_scale)
     if index is not None:
-        o = objs[index]
-        x, y = float(o["x"]), float(o["y"])
-        a, b, theta = max(float(o["a"]), 0.5), max(float(o["b"]), 0.5), float(o["theta"])
-        other = (seg > 0) & (seg != index + 1)
-        arr1 = np.atleast_1d
-        kr, _ = sep.kron_radius(det, arr1(x), arr1(y), arr1(a), arr1(b), arr1(theta), arr1(6.0),
-                                mask=other)
-        kr = float(kr[0]) if np.isfinite(kr[0]) and kr[0] > 0 else 2.5
-        r_kron = 2.5 * kr
-        if r_kron * math.sqrt(a * b) < 3.5:  # SourceExtractor's minimum aperture
-            a_ap = b_ap = 3.5
-            r_kron, theta_ap = 1.0, 0.0
-        else:
-            a_ap, b_ap, theta_ap = a, b, theta
-        ap = tuple(arr1(v) for v in (x, y, a_ap, b_ap, theta_ap, r_kron))
-        fluxes = [float(sep.sum_ellipse(ch, *ap, mask=other, subpix=5)[0][0]) for ch in channels]
-        flux = float(sep.sum_ellipse(det, *ap, mask=other, subpix=5)[0][0])
-        rmax = max(r_kron * a_ap, 2.0)
-        if flux > 0:
-            r_half, _ = sep.flux_radius(det, arr1(x), arr1(y), arr1(rmax), 0.5,
-                                        normflux=arr1(flux), mask=other, subpix=5)
-            r_half = float(np.ravel(r_half)[0])
-        else:
-            r_half = np.nan
-        ell = 1.0 - b / a
-        peak = float(det[seg == index + 1].max())
-        mask = other
+        x, y, flux, fluxes, r_half, ell, peak, mask = _measure_detected(
+            objs[index], index, seg, det, channels)
     else:
-        # Nothing usable detected: moments of the positive light in the central disk.
-        x, y = cx, cy
-        wgt = np.where(central_disk, np.clip(det, 0, None), 0.0)
-        flux = float(wgt.sum())
-        fluxes = [float(np.sum(np.where(central_disk, ch, 0.0))) for ch in channels]
-        mask = np.zeros((h, w), dtype=bool)
-        if flux > 0:
-            x = float(np.sum(wgt * xx) / flux)
-            y = float(np.sum(wgt * yy) / flux)
-            dx, dy = xx - x, yy - y
-            mxx, myy, mxy = (np.sum(wgt * dx * dx) / flux, np.sum(wgt * dy * dy) / flux,
-                             np.sum(wgt * dx * dy) / flux)
-            tr, det2 = mxx + myy, mxx * myy - mxy**2
-            disc = math.sqrt(max(tr**2 / 4 - det2, 0.0))
-            lam1, lam2 = tr / 2 + disc, max(tr / 2 - disc, 0.0)
-            ell = 1.0 - math.sqrt(lam2 / lam1) if lam1 > 0 else 0.0
-            rr = np.hypot(dx, dy)[central_disk]
-            order = np.argsort(rr)
-            cum = np.cumsum(wgt[central_disk][order])
-            r_half = float(rr[order][np.searchsorted(cum, 0.5 * cum[-1])])
-        else:
-            ell, r_half = 0.0, np.nan
-        peak = float(det[central_disk].max())
+        x, y, flux, fluxes, r_half, ell, peak, mask = _measure_moments(
+            det, channels, central_disk, cx, cy)
 
     if not np.isfinite(r_half) or r_half <= 0:
         r_half = 0.5

@@ -326,22 +326,10 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
     des_sim_weights = student
     threshold = None
     if threshold_set is not None:
-        name = next((k for k, v in real_sets.items()
-                     if v[0].shape == threshold_set[0].shape and np.array_equal(v[0], threshold_set[0])),
-                    None)
-        prob = (steps[shipped_step][f"real_{name}"] if name else
-                load_model(des_sim_weights).predict(threshold_set[0]))
-        threshold = _choose_threshold(r, prob, threshold_set)
+        threshold = _shipped_threshold(r, steps[shipped_step], des_sim_weights, real_sets,
+                                       threshold_set)
     cut = threshold["threshold"] if threshold else DEFAULT_DECISION_THRESHOLD
-
-    des_metrics, step_table = {}, {}
-    for step, scores in steps.items():
-        step_table[step] = {}
-        for label, (_, ys, selection) in sets.items():
-            m = _subset_metrics(ys, scores[label], selection, seed)
-            step_table[step][label] = {k: _summary(v) for k, v in m.items()}
-            if step == shipped_step:
-                des_metrics[label if label.startswith("simulated") else f"{label}_shipped_model"] = m
+    des_metrics, step_table = _step_tables(steps, sets, shipped_step, seed)
     if threshold is not None:
         step_table[f"{shipped_step}_cv_threshold"] = {
             f"real_{k}": {sub: _summary(mm) for sub, mm in
@@ -353,34 +341,13 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
 
     shipped_des = des_sim_weights
     if real_finetune is not None:
-        Xr, yr, selection = real_finetune
-        oof, finetuned = crossfit_finetune(des_sim_weights, Xr, yr, work / "des_real_finetune",
-                                           folds=r["real_folds"], seed=seed)
+        finetuned = _finetune_on_real(des_sim_weights, real_finetune, work, r, seed,
+                                      ship_finetuned, des_metrics, des_record)
         if ship_finetuned:
             shipped_des = finetuned
-        des_metrics["real_finetune_crossfit"] = _subset_metrics(yr, oof, selection, seed)
-        des_record["real_finetune"] = {
-            "n": int(len(yr)), "folds": r["real_folds"], **FINETUNE_DEFAULTS,
-            "shipped": bool(ship_finetuned),
-            "note": "real_finetune_crossfit metrics are out-of-fold (each cutout scored by a "
-                    "model fine-tuned on the other folds, never on it)"}
-
-    hsc_n = r["hsc_finetune"] + r["hsc_validation"] + r["hsc_test"]
-    Xh, yh = _dataset(work / "hsc_sim.npz", hsc_n, "hsc", seed + 1, workers)
-    ft = np.arange(r["hsc_finetune"])
-    hv = np.arange(r["hsc_finetune"], r["hsc_finetune"] + r["hsc_validation"])
-    ht = np.arange(r["hsc_finetune"] + r["hsc_validation"], hsc_n)
     hsc_dir = work / "hsc"
-    before, _ = evaluate_model(load_model(shipped_des), Xh[ht], yh[ht], hsc_dir,
-                               label="simulated_hsc_test_before")
-    if not (hsc_dir / "training.json").exists():
-        train(Xh[ft], yh[ft], Xh[hv], yh[hv], hsc_dir, initial_weights=shipped_des,
-              epochs=r["hsc_epochs"], batch_size=FINETUNE_DEFAULTS["batch_size"],
-              learning_rate=FINETUNE_DEFAULTS["learning_rate"], seed=seed, verbose=verbose)
-    hsc_record = json.loads((hsc_dir / "training.json").read_text())
-    plot_history(hsc_record["history"], hsc_dir / "history.png")
-    after, _ = evaluate_model(load_model(hsc_dir / "best.weights.h5"), Xh[ht], yh[ht], hsc_dir,
-                              label="simulated_hsc_test_after")
+    hsc_record, n_hsc_finetune, before, after = _finetune_hsc(shipped_des, hsc_dir, work, r,
+                                                              workers, verbose)
 
     common = {"simulator_version": SIMULATOR_VERSION, "recipe": r,
               "command": "lsbg-classify build-models"}
@@ -398,13 +365,81 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
     cards = {
         "des": des_card,
         "hsc": {**hsc_record, **common,
-                "training_data": f"the DES network fine-tuned on {len(ft)} simulated HSC "
+                "training_data": f"the DES network fine-tuned on {n_hsc_finetune} simulated HSC "
                                  "g,r,i cutouts",
                 "decision_threshold": DEFAULT_DECISION_THRESHOLD,
                 "metrics": {"simulated_hsc_test_before_finetune": _metrics(before),
                             "simulated_hsc_test_after_finetune": _metrics(after)}},
     }
-    shipped = {"des": shipped_des, "hsc": hsc_dir / "best.weights.h5"}
+    _ship({"des": shipped_des, "hsc": hsc_dir / "best.weights.h5"}, cards, work, install_dir)
+    return cards
+
+
+def _shipped_threshold(r, shipped_scores, weights, real_sets, threshold_set):
+    """The class threshold chosen on ``threshold_set`` for the shipped step's model."""
+    name = next((k for k, v in real_sets.items()
+                 if v[0].shape == threshold_set[0].shape and np.array_equal(v[0], threshold_set[0])),
+                None)
+    prob = (shipped_scores[f"real_{name}"] if name else
+            load_model(weights).predict(threshold_set[0]))
+    return _choose_threshold(r, prob, threshold_set)
+
+
+def _step_tables(steps, sets, shipped_step, seed):
+    """Metrics of every step on every set, and those of the shipped step for the card."""
+    des_metrics, step_table = {}, {}
+    for step, scores in steps.items():
+        step_table[step] = {}
+        for label, (_, ys, selection) in sets.items():
+            m = _subset_metrics(ys, scores[label], selection, seed)
+            step_table[step][label] = {k: _summary(v) for k, v in m.items()}
+            if step == shipped_step:
+                des_metrics[label if label.startswith("simulated") else f"{label}_shipped_model"] = m
+    return des_metrics, step_table
+
+
+def _finetune_on_real(weights, real_finetune, work, r, seed, ship_finetuned, des_metrics,
+                      des_record):
+    """Cross-fitted fine-tuning on real DES cutouts; records its metrics, returns the weights."""
+    Xr, yr, selection = real_finetune
+    oof, finetuned = crossfit_finetune(weights, Xr, yr, work / "des_real_finetune",
+                                       folds=r["real_folds"], seed=seed)
+    des_metrics["real_finetune_crossfit"] = _subset_metrics(yr, oof, selection, seed)
+    des_record["real_finetune"] = {
+        "n": int(len(yr)), "folds": r["real_folds"], **FINETUNE_DEFAULTS,
+        "shipped": bool(ship_finetuned),
+        "note": "real_finetune_crossfit metrics are out-of-fold (each cutout scored by a "
+                "model fine-tuned on the other folds, never on it)"}
+    return finetuned
+
+
+def _finetune_hsc(des_weights, hsc_dir, work, r, workers, verbose):
+    """Fine-tune the DES network on simulated HSC cutouts (reused when done).
+
+    Returns the training record, the number of fine-tuning cutouts and the
+    simulated HSC test metrics before and after.
+    """
+    seed = r["seed"]
+    hsc_n = r["hsc_finetune"] + r["hsc_validation"] + r["hsc_test"]
+    Xh, yh = _dataset(work / "hsc_sim.npz", hsc_n, "hsc", seed + 1, workers)
+    ft = np.arange(r["hsc_finetune"])
+    hv = np.arange(r["hsc_finetune"], r["hsc_finetune"] + r["hsc_validation"])
+    ht = np.arange(r["hsc_finetune"] + r["hsc_validation"], hsc_n)
+    before, _ = evaluate_model(load_model(des_weights), Xh[ht], yh[ht], hsc_dir,
+                               label="simulated_hsc_test_before")
+    if not (hsc_dir / "training.json").exists():
+        train(Xh[ft], yh[ft], Xh[hv], yh[hv], hsc_dir, initial_weights=des_weights,
+              epochs=r["hsc_epochs"], batch_size=FINETUNE_DEFAULTS["batch_size"],
+              learning_rate=FINETUNE_DEFAULTS["learning_rate"], seed=seed, verbose=verbose)
+    hsc_record = json.loads((hsc_dir / "training.json").read_text())
+    plot_history(hsc_record["history"], hsc_dir / "history.png")
+    after, _ = evaluate_model(load_model(hsc_dir / "best.weights.h5"), Xh[ht], yh[ht], hsc_dir,
+                              label="simulated_hsc_test_after")
+    return hsc_record, len(ft), before, after
+
+
+def _ship(shipped, cards, work, install_dir):
+    """Write each model's layer weights and card, and install them (with ONNX twins) if asked."""
     for name, card in cards.items():
         card.pop("history", None)
         # Checkpoints carry the optimiser's state too; ship the layer weights alone.
@@ -420,4 +455,3 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
             # Scoring runs on ONNX Runtime: the twin and its checksum in the card.
             write_onnx_twin(dest / f"{name}.weights.h5")
             card.update(json.loads((dest / f"{name}.json").read_text()))
-    return cards
