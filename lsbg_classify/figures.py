@@ -24,7 +24,7 @@ CAPTION_LINE_INCHES = 0.14
 
 
 def new_figure(figsize, **options):
-    """A bare figure of ``figsize`` inches (``options`` go to :class:`~matplotlib.figure.Figure`)."""
+    """A bare figure of ``figsize`` inches; ``options`` go to :class:`~matplotlib.figure.Figure`."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize, **options)

@@ -176,7 +176,8 @@ def test_rooms_import_each_other_in_no_circle(package_imports):
 def test_the_pipeline_leaves_the_tools_and_the_simulator_alone(package_imports):
     # The rule the layers exist for: scoring a real catalog never needs them.
     edges, _ = package_imports
-    used = {imported for importer, imported, _ in edges if room(importer) in ("pipeline", "surveys")}
+    used = {imported for importer, imported, _ in edges
+            if room(importer) in ("pipeline", "surveys")}
     assert not {room(m) for m in used} & {"simulation", "testing", "training", "diagnostics",
                                           "reproduction", "cli"}
 

@@ -227,7 +227,8 @@ def test_compare_real_vs_simulated_columns():
 
 def test_contact_sheet(tmp_path):
     X, _ = make_training_set(4, seed=1, randomize=False)
-    path = calibration.real_vs_simulated_sheet(X[:2], X[2:], tmp_path / "sheet.png", ncols=2, scale=1)
+    path = calibration.real_vs_simulated_sheet(X[:2], X[2:], tmp_path / "sheet.png", ncols=2,
+                                               scale=1)
     with Image.open(path) as img:
         # Two rows (real, simulated) of 66 px plus an 8 px separator.
         assert img.size == (2 * 66, 2 * 66 + 8)

@@ -725,7 +725,8 @@ def plot_completeness(table, path):
     meta = table.meta
     fig.suptitle(f"Injection-recovery: model {meta.get('model', '?')}, "
                  f"{str(meta.get('survey', '')).upper()}, background {meta.get('background', '?')},"
-                 f" {meta.get('n_per_cell', '?')} per cell, threshold {meta.get('threshold', DEFAULT_THRESHOLD)}",
+                 f" {meta.get('n_per_cell', '?')} per cell, "
+                 f"threshold {meta.get('threshold', DEFAULT_THRESHOLD)}",
                  fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)

@@ -1,5 +1,4 @@
-"""Resume by fingerprint: chunked scoring whose finished chunks survive an interruption.
-"""
+"""Resume by fingerprint: chunked scoring whose finished chunks survive an interruption."""
 
 import zipfile
 from pathlib import Path
@@ -12,7 +11,7 @@ from ..resume import fingerprint, load_record, save_record
 from .options import DEFAULT_CHUNK_SIZE, whole_number
 from .scoring import score_positions
 
-__all__ = ['score_in_chunks', 'CheckpointMismatchError']
+__all__ = ["score_in_chunks", "CheckpointMismatchError"]
 
 def _fingerprint(ra, dec, valid, model, source):
     """What a checkpoint's results depend on: positions, model, image source."""

@@ -1,5 +1,4 @@
-"""Score a candidate catalog: the :class:`~astropy.table.Table` path.
-"""
+"""Score a candidate catalog: the :class:`~astropy.table.Table` path."""
 
 import datetime
 
@@ -26,7 +25,7 @@ from .partitions import classify_partitioned
 from .scoring import score_positions
 from .uncertainty import MC_SEED, check_temperature
 
-__all__ = ['classify_catalog']
+__all__ = ["classify_catalog"]
 
 def classify_catalog(table, survey="des", backend="legacysurvey", model=None,
                      threshold=None, ra_col=None, dec_col=None, on_invalid="raise",

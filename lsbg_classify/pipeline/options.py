@@ -11,7 +11,8 @@ from .model import DEFAULT_DECISION_THRESHOLD
 from .preprocess import MODEL_IMAGE_SIZE
 from .uncertainty import check_temperature
 
-__all__ = ['check_options', 'check_model', 'result_template', 'OptionError', 'ColumnClashError', 'DEFAULT_THRESHOLD', 'MC_STD_COLUMN', 'MESSAGE_COLUMN']
+__all__ = ["check_options", "check_model", "result_template", "OptionError", "ColumnClashError",
+           "DEFAULT_THRESHOLD", "MC_STD_COLUMN", "MESSAGE_COLUMN"]
 
 # The class threshold of weights whose card chooses none (one constant, in model).
 DEFAULT_THRESHOLD = DEFAULT_DECISION_THRESHOLD

@@ -1,5 +1,4 @@
-"""Score partitioned catalogs (Dask DataFrames, LSDB catalogs) partition by partition.
-"""
+"""Score partitioned catalogs (Dask DataFrames, LSDB catalogs) partition by partition."""
 
 import collections
 import functools
@@ -19,9 +18,7 @@ from .model import load_model
 from .options import DEFAULT_BATCH_SIZE, DEFAULT_THRESHOLD, DEFAULT_WORKERS, MC_STD_COLUMN
 from .scoring import score_positions
 
-__all__ = ['classify_partition', 'clear_worker_caches', 'PARTITION_DTYPES']
-
-# -- partitioned catalogs (Dask DataFrames, LSDB catalogs) --------------------
+__all__ = ["classify_partition", "clear_worker_caches", "PARTITION_DTYPES"]
 
 # Types of the added columns in pandas partitions: nullable integer so rows
 # without a score hold <NA> rather than a fake class.

@@ -1,5 +1,4 @@
-"""Positions to cutouts to probabilities: fetch, decode in threads, score in batches.
-"""
+"""Positions to cutouts to probabilities: fetch, decode in threads, score in batches."""
 
 import collections
 import os
@@ -15,7 +14,7 @@ from .options import DECODE_AHEAD_PER_THREAD, DEFAULT_BATCH_SIZE, DEFAULT_WORKER
 from .preprocess import MODEL_IMAGE_SIZE, prepare_payload
 from .uncertainty import MC_SEED, apply_temperature, mc_dropout_predict
 
-__all__ = ['fetch_images', 'score_positions', 'FetchedImages', 'Scores']
+__all__ = ["fetch_images", "score_positions", "FetchedImages", "Scores"]
 
 @dataclass
 class FetchedImages:
@@ -207,16 +206,17 @@ def fetch_images(ra, dec, backend, cache=DEFAULT_CACHE, refresh=False, workers=D
     return FetchedImages(images, row_status, messages)
 
 
-def score_positions(ra, dec, backend, model, cache=DEFAULT_CACHE, refresh=False, workers=DEFAULT_WORKERS,
-                    batch_size=DEFAULT_BATCH_SIZE, progress=None, valid=None, mc_samples=0,
-                    temperature=1.0):
+def score_positions(ra, dec, backend, model, cache=DEFAULT_CACHE, refresh=False,
+                    workers=DEFAULT_WORKERS, batch_size=DEFAULT_BATCH_SIZE, progress=None,
+                    valid=None, mc_samples=0, temperature=1.0):
     """LSBG probabilities for positions, scoring batches while fetching goes on.
 
     Parameters are those of :func:`fetch_images`, plus ``model`` (an
-    :class:`~lsbg_classify.pipeline.model.LSBGModel`), ``batch_size`` (images per
-    model call; None for the model's fastest,
-    :attr:`~lsbg_classify.pipeline.model.LSBGModel.predict_batch`), ``mc_samples`` (Monte-Carlo dropout passes per image, 0 for
-    none; see :func:`~lsbg_classify.pipeline.uncertainty.mc_dropout_predict`) and
+    :class:`~lsbg_classify.pipeline.model.LSBGModel`), ``batch_size``
+    (images per model call; None for the model's fastest,
+    :attr:`~lsbg_classify.pipeline.model.LSBGModel.predict_batch`),
+    ``mc_samples`` (Monte-Carlo dropout passes per image, 0 for none; see
+    :func:`~lsbg_classify.pipeline.uncertainty.mc_dropout_predict`) and
     ``temperature`` (applied to every probability, see
     :func:`~lsbg_classify.pipeline.uncertainty.apply_temperature`).
 

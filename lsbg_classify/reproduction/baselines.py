@@ -814,7 +814,8 @@ def _out_of_fold(model, X, y, splits, n_jobs=None):
 
 
 def cross_validate_baselines(X, y, folds=10, seed=0, n_boot=1000, groups=None, grid_search=False,
-                             models=None, threshold=DEFAULT_DECISION_THRESHOLD, return_predictions=False, n_jobs=None):
+                             models=None, threshold=DEFAULT_DECISION_THRESHOLD,
+                             return_predictions=False, n_jobs=None):
     """Out-of-fold scores of the baseline classifiers, with bootstrap intervals.
 
     Every model is trained on k-1 folds and predicts the held-out fold

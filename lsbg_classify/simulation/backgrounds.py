@@ -1,4 +1,7 @@
-"""Backgrounds and profiles for injection-recovery tests (used by :mod:`lsbg_classify.diagnostics.injection`).
+"""Backgrounds and profiles for injection-recovery tests.
+
+Used by :mod:`lsbg_classify.diagnostics.injection`; nothing else in the
+simulator depends on them.
 """
 
 import math
@@ -19,7 +22,7 @@ from .populations import field_galaxies, field_stars
 from .render import encode_jpeg, geometry, noise_image, psf_kernel_fft, upsample_fft, upsample_local
 from .scene import Scene, sersic_mean_sb_offset, survey_colours, total_mag
 
-__all__ = ['sersic_band_magnitudes', 'render_background', 'bands_to_jpeg']
+__all__ = ["sersic_band_magnitudes", "render_background", "bands_to_jpeg"]
 
 # --------------------------------------------------------------------------
 # Backgrounds and profiles for injection-recovery tests

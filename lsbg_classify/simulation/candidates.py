@@ -1,5 +1,4 @@
-"""The candidates at the centre of a cutout: LSBGs and the artifacts that mimic them.
-"""
+"""The candidates at the centre of a cutout: LSBGs and the artifacts that mimic them."""
 
 import dataclasses
 import math

@@ -1,5 +1,4 @@
-"""Survey models, random states and observing conditions of the simulated sky.
-"""
+"""Survey models, random states and observing conditions of the simulated sky."""
 
 import dataclasses
 import math
@@ -8,7 +7,7 @@ import numpy as np
 
 from ..surveys.base import SurveyInfo, get_survey
 
-__all__ = ['SIMULATOR_VERSION', 'JPEG_QUALITY', 'truth_label', 'ARTIFACT_KINDS', 'LSBG_KINDS']
+__all__ = ["SIMULATOR_VERSION", "JPEG_QUALITY", "truth_label", "ARTIFACT_KINDS", "LSBG_KINDS"]
 
 #: Version of the rendering; bump whenever a cutout's pixels change.
 SIMULATOR_VERSION = "1.3"

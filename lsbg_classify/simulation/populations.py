@@ -1,5 +1,4 @@
-"""Field stars and galaxies, bright stars and detector effects (added after the PSF).
-"""
+"""Field stars and galaxies, bright stars and detector effects (added after the PSF)."""
 
 import math
 

@@ -1,5 +1,4 @@
-"""Image formation: PSF, resampling, noise, and the viewer-like JPEG and FITS cutouts.
-"""
+"""Image formation: PSF, resampling, noise, and the viewer-like JPEG and FITS cutouts."""
 
 import io
 import math
@@ -24,7 +23,7 @@ from .conditions import (
 from .populations import bright_star, field_galaxies, field_stars
 from .scene import Scene, galsim_params, import_galsim
 
-__all__ = ['render_bands', 'render_jpeg', 'render_fits']
+__all__ = ["render_bands", "render_jpeg", "render_fits"]
 
 # --------------------------------------------------------------------------
 # Image formation

@@ -1,5 +1,4 @@
-"""The scene (pre-PSF band images on the survey's native grid) and the GalSim profiles drawn into it.
-"""
+"""The scene, pre-PSF band images on the survey's native grid, and the GalSim profiles in it."""
 
 import math
 from functools import lru_cache

@@ -1,5 +1,4 @@
-"""Training sets: simulated cutouts turned into model inputs as the paper's pipeline does.
-"""
+"""Training sets: simulated cutouts turned into model inputs as the paper's pipeline does."""
 
 import math
 
@@ -8,7 +7,7 @@ import numpy as np
 from .conditions import survey_info
 from .render import render_jpeg
 
-__all__ = ['make_training_set']
+__all__ = ["make_training_set"]
 
 # --------------------------------------------------------------------------
 # Training sets

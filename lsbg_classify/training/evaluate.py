@@ -168,7 +168,8 @@ def _resample_metrics(y_true, prob, threshold):
     }
 
 
-def bootstrap_intervals(y_true, prob, threshold=DEFAULT_DECISION_THRESHOLD, n_boot=N_BOOTSTRAP, level=CONFIDENCE, seed=0):
+def bootstrap_intervals(y_true, prob, threshold=DEFAULT_DECISION_THRESHOLD, n_boot=N_BOOTSTRAP,
+                        level=CONFIDENCE, seed=0):
     """Percentile bootstrap intervals of :data:`METRIC_NAMES`.
 
     Returns
@@ -260,7 +261,8 @@ def plot_history(history, path):
     save_figure(fig, path, dpi=120)
 
 
-def evaluate_model(model, X, y, output_dir=None, threshold=DEFAULT_DECISION_THRESHOLD, label="test", seed=0):
+def evaluate_model(model, X, y, output_dir=None, threshold=DEFAULT_DECISION_THRESHOLD,
+                   label="test", seed=0):
     """Score a labelled data set and write the metrics table and figures.
 
     Parameters

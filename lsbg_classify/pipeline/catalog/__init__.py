@@ -3,8 +3,9 @@
 A *candidate catalog* is any table that astropy can read (FITS, CSV, ECSV,
 Parquet, VOTable, HDF5) with one sky position per row.  This subpackage
 
-- reads it (:func:`~lsbg_classify.pipeline.catalog.read.read_catalog`), turning every I/O failure into a
-  :class:`CatalogError` that names the file;
+- reads it (:func:`~lsbg_classify.pipeline.catalog.read.read_catalog`),
+  turning every I/O failure into a :class:`CatalogError` that names the
+  file;
 - finds the position columns by name (:func:`find_position_columns`);
 - turns them into ICRS degrees and checks every row
   (:func:`extract_positions`);

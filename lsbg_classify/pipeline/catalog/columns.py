@@ -1,5 +1,4 @@
-"""Columns of a catalog: finding the positions, parsing them, adding the result columns.
-"""
+"""Columns of a catalog: finding the positions, parsing them, adding the result columns."""
 
 from __future__ import annotations
 
@@ -28,10 +27,8 @@ from .read import (
     CatalogError,
 )
 
-__all__ = ['Positions', 'find_position_columns', 'extract_positions', 'output_column_names', 'add_result_columns']
-
-# --------------------------------------------------------------------- column detection
-
+__all__ = ["Positions", "find_position_columns", "extract_positions", "output_column_names",
+           "add_result_columns"]
 
 def _is_skycoord(table, name):
     return isinstance(table[name], SkyCoord)

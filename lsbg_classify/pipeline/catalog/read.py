@@ -1,5 +1,4 @@
-"""Reading candidate catalogs: formats, unit spellings, VOTable and Parquet round trips.
-"""
+"""Reading candidate catalogs: formats, unit spellings, VOTable and Parquet round trips."""
 
 from __future__ import annotations
 
@@ -13,7 +12,8 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Column, MaskedColumn, Table
 
-__all__ = ['CatalogError', 'RA_NAMES', 'DEC_NAMES', 'OUTPUT_COLUMNS', 'OUTPUT_UCDS', 'PROVENANCE_KEY', 'FORMATS', 'read_catalog', 'format_from_path']
+__all__ = ["CatalogError", "RA_NAMES", "DEC_NAMES", "OUTPUT_COLUMNS", "OUTPUT_UCDS",
+           "PROVENANCE_KEY", "FORMATS", "read_catalog", "format_from_path"]
 
 class CatalogError(ValueError):
     """A catalog cannot be read, understood or written.

@@ -1,5 +1,4 @@
-"""Writing scored catalogs: per-format preparation, provenance and an atomic replace.
-"""
+"""Writing scored catalogs: per-format preparation, provenance and an atomic replace."""
 
 from __future__ import annotations
 
@@ -26,10 +25,7 @@ from .read import (
     one_line,
 )
 
-__all__ = ['write_catalog', 'same_file']
-
-# ------------------------------------------------------------------------ writing
-
+__all__ = ["write_catalog", "same_file"]
 
 def same_file(a, b):
     """Whether two paths name the same file (following links; False if either is missing).
