@@ -19,7 +19,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import MaskedColumn, Table
 
-from lsbg_classify.catalog import write_catalog
+from lsbg_classify.pipeline.catalog.write import write_catalog
 
 HERE = Path(__file__).resolve().parent
 N_ROWS = 20

@@ -59,8 +59,8 @@ def real_vs_simulated_png(filename, selection=None, randomize=False):
         return _placeholder(f"{filename} not found at build time: real cutouts not shown")
     import numpy as np
 
-    from lsbg_classify.calibration import contact_sheet
-    from lsbg_classify.simulation import make_training_set
+    from lsbg_classify.diagnostics.sim_vs_real import contact_sheet
+    from lsbg_classify.simulation.training_set import make_training_set
 
     with np.load(source, allow_pickle=False) as data:
         real = data["X"] if selection is None else data["X"][data["selection"] == selection]
@@ -75,7 +75,7 @@ def _real_vs_simulated_directive():
     from docutils.parsers.rst import directives
     from sphinx.util.docutils import SphinxDirective
 
-    from lsbg_classify.sheets import png_data_uri
+    from lsbg_classify.figures import png_data_uri
 
     class RealVsSimulated(SphinxDirective):
         """``.. real-vs-simulated:: FILE.npz`` (options ``:selection:``, ``:randomize:``); content: caption."""

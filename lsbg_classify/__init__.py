@@ -16,11 +16,11 @@ __all__ = ["__version__", "classify_catalog", "load_model", "get_backend"]
 def __getattr__(name):
     # TensorFlow takes seconds to import; load it only when it is needed.
     if name == "classify_catalog":
-        from .pipeline import classify_catalog
+        from .pipeline.classify import classify_catalog
 
         return classify_catalog
     if name == "load_model":
-        from .model import load_model
+        from .pipeline.model import load_model
 
         return load_model
     if name == "get_backend":

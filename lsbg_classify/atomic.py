@@ -1,18 +1,27 @@
 """Write a file so that readers never see it half-written.
 
-The bytes go to a hidden temporary file (``.<prefix>XXXX.tmp``) in the
-destination's directory, are flushed and ``fsync``-ed, and the file is then
-renamed over the destination with :func:`os.replace`, an atomic rename.  A
-process killed meanwhile leaves at most such a temporary file behind, never
-a partial destination; :func:`remove_stale_temp_files` cleans those up.
+Every file the package writes goes through :func:`atomic_path` (or
+:func:`atomic_write_bytes`, its form for bytes in memory): the content goes
+to a hidden temporary file with a unique name (``.<name>.XXXX.tmp``) in the
+destination's directory, is flushed and ``fsync``-ed, and the file is then
+renamed over the destination with :func:`os.replace`, an atomic rename,
+after which the directory is ``fsync``-ed so that the rename survives a
+crash.  On any failure the temporary file is removed and the destination
+left as it was.  A process killed meanwhile leaves at most such a temporary
+file behind, never a partial destination; :func:`remove_stale_temp_files`
+cleans those up.
 """
 
+import contextlib
 import os
+import stat
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "remove_stale_temp_files", "TEMP_SUFFIX", "STALE_AFTER"]
+__all__ = ["atomic_path", "atomic_write_bytes", "remove_stale_temp_files", "TEMP_SUFFIX",
+           "STALE_AFTER"]
 
 #: Ending of the temporary files.
 TEMP_SUFFIX = ".tmp"
@@ -22,36 +31,88 @@ TEMP_SUFFIX = ".tmp"
 STALE_AFTER = 3600.0
 
 
-def atomic_write_bytes(path, data, prefix=None, mode=0o644):
-    """Replace ``path`` by a file holding ``data``, atomically.
+def new_file_mode(path):
+    """Permissions a file written at ``path`` gets: the current file's, else the umask's."""
+    path = Path(path)
+    if path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix="", prefix=None, mode=None):
+    """A temporary path to write, put in place of ``path`` when the block ends.
 
     Parameters
     ----------
-    path : pathlib.Path
+    path : str or path-like
         Destination; its directory must exist.
-    data : bytes
+    suffix : str
+        Added after the temporary name's ``.tmp``, for writers that choose a
+        format by the file's ending (or append one, as :func:`numpy.savez`).
     prefix : str, optional
         Start of the temporary file's name (default ``.<name>.``); keep it
         hidden (leading dot) so that directory listings skip it.
-    mode : int
-        Permissions of the new file (mkstemp's are private, 0600).
+    mode : int, optional
+        Permissions of the new file; default :func:`new_file_mode`
+        (mkstemp's own are private, 0600).
+
+    Yields
+    ------
+    pathlib.Path
+        The (empty) temporary file to write.
     """
+    path = Path(path)
     prefix = f".{path.name}." if prefix is None else prefix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TEMP_SUFFIX)
+    mode = new_file_mode(path) if mode is None else mode
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=TEMP_SUFFIX + suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
+        _fsync(tmp)
+        os.chmod(tmp, mode)
         _replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
+    _fsync(path.parent, directory=True)
+
+
+def atomic_write_bytes(path, data, prefix=None, mode=0o644):
+    """Replace ``path`` by a file holding ``data``, atomically (see :func:`atomic_path`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination; its directory must exist.
+    data : bytes
+    prefix : str, optional
+        Start of the temporary file's name (default ``.<name>.``).
+    mode : int
+        Permissions of the new file.
+    """
+    with atomic_path(path, prefix=prefix, mode=mode) as tmp:
+        tmp.write_bytes(data)
+
+
+def _fsync(path, directory=False):
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:
+            return  # some platforms cannot open directories
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
 
 
 def _replace(src, dst):

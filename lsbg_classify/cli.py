@@ -5,7 +5,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .training_defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
+from .training.defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 from .version import __version__
 
 __all__ = ["main", "build_parser"]
@@ -44,7 +44,7 @@ def _add_catalog_options(p):
 
 def _read_input(args):
     """The input catalog, from the HDU that ``--hdu`` names if given."""
-    from .catalog import read_catalog
+    from .pipeline.catalog.read import read_catalog
 
     options = {}
     if args.hdu is not None:
@@ -288,7 +288,7 @@ def build_parser():
 def _cache_arg(args):
     if getattr(args, "no_cache", False):
         return None
-    from .cache import CutoutCache
+    from .pipeline.cache import CutoutCache
 
     return CutoutCache(args.cache) if args.cache else CutoutCache()
 
@@ -321,7 +321,7 @@ def _backend_from_args(args):
 
 def _check_output(out, overwrite):
     """Refuse an output that cannot be written before any work is done."""
-    from .catalog import format_from_path
+    from .pipeline.catalog.read import format_from_path
 
     if out.is_dir():
         raise UsageError(f"{out} is a directory; give a file name")
@@ -351,8 +351,9 @@ def _check_output_holds(table, out, args):
     import os
     import tempfile
 
-    from .catalog import CatalogError, format_from_path, write_catalog
-    from .pipeline import result_template
+    from .pipeline.catalog.read import CatalogError, format_from_path
+    from .pipeline.catalog.write import write_catalog
+    from .pipeline.options import result_template
 
     template = result_template(table[:_TRIAL_ROWS], args.mc_samples, args.messages,
                                args.overwrite_columns)
@@ -376,8 +377,9 @@ def _check_checkpoint(checkpoint):
 
 
 def _cmd_classify(args):
-    from .catalog import same_file, write_catalog
-    from .pipeline import MESSAGE_COLUMN, check_options, classify_catalog
+    from .pipeline.catalog.write import same_file, write_catalog
+    from .pipeline.classify import classify_catalog
+    from .pipeline.options import MESSAGE_COLUMN, check_options
 
     check_options(args.threshold, args.chunk_size, args.workers, args.batch_size,
                   args.mc_samples, args.temperature)
@@ -450,14 +452,14 @@ def _print_reasons(row_status, reasons):
 
 
 def _cmd_demo(args):
-    from .demo import run_demo
+    from .simulation.demo import run_demo
 
     run_demo(args.output_dir, n_rows=args.rows, survey=args.survey, seed=args.seed,
              progress=False if args.quiet else None)
 
 
 def _cmd_cache(args):
-    from .cache import CutoutCache
+    from .pipeline.cache import CutoutCache
 
     cache = CutoutCache(args.cache) if args.cache else CutoutCache()
     if args.action == "info":
@@ -472,10 +474,10 @@ def _cmd_cache(args):
 def _cmd_fetch(args):
     import numpy as np
 
-    from .catalog import extract_positions
-    from .pipeline import fetch_images
-    from .preprocess import as_uint8
-    from .training import save_dataset
+    from .pipeline.catalog.columns import extract_positions
+    from .pipeline.preprocess import as_uint8
+    from .pipeline.scoring import fetch_images
+    from .training.train import save_dataset
 
     table = _read_input(args)
     if args.label_col not in table.colnames:
@@ -494,8 +496,8 @@ def _cmd_fetch(args):
 
 
 def _cmd_simulate(args):
-    from .simulation import make_training_set
-    from .training import save_dataset
+    from .simulation.training_set import make_training_set
+    from .training.train import save_dataset
 
     X, y = make_training_set(args.rows, survey=args.survey, seed=args.seed,
                              randomize=not args.no_randomize, workers=args.workers)
@@ -504,7 +506,7 @@ def _cmd_simulate(args):
 
 
 def _cmd_train(args):
-    from .training import load_dataset, split_dataset, train
+    from .training.train import load_dataset, split_dataset, train
 
     X, y, _ = load_dataset(args.data)
     if args.val:
@@ -524,9 +526,9 @@ def _cmd_train(args):
 def _cmd_evaluate(args):
     import numpy as np
 
-    from .evaluate import evaluate_model
-    from .model import load_model
-    from .training import load_dataset
+    from .pipeline.model import load_model
+    from .training.evaluate import evaluate_model
+    from .training.train import load_dataset
 
     X, y, extra = load_dataset(args.data)
     model = load_model(args.model)
@@ -548,8 +550,8 @@ def _cmd_evaluate(args):
 
 
 def _fitted_temperature(model, validation, evaluated):
-    from .reliability import fit_temperature
-    from .training import load_dataset
+    from .diagnostics.reliability import fit_temperature
+    from .training.train import load_dataset
 
     X_val, y_val, _ = load_dataset(validation)
     temperature = fit_temperature(y_val, model.predict(X_val))
@@ -561,7 +563,12 @@ def _fitted_temperature(model, validation, evaluated):
 
 
 def _report_calibration(y, prob, temperature, output_dir, label, title):
-    from .reliability import N_BINS, apply_temperature, calibration_summary, plot_reliability
+    from .diagnostics.reliability import (
+        N_BINS,
+        apply_temperature,
+        calibration_summary,
+        plot_reliability,
+    )
 
     summary = calibration_summary(y, prob, temperature)
     text = f"expected calibration error ({N_BINS} bins): {summary['ece']:.3f}"
@@ -597,10 +604,10 @@ def _cmd_explain(args):
     import numpy as np
     from astropy.utils.exceptions import AstropyUserWarning
 
-    from .catalog import extract_positions
-    from .explain import gradcam, save_gradcam_png
-    from .model import load_model
-    from .pipeline import fetch_images
+    from .diagnostics.explain import gradcam, save_gradcam_png
+    from .pipeline.catalog.columns import extract_positions
+    from .pipeline.model import load_model
+    from .pipeline.scoring import fetch_images
 
     out = Path(args.output)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
@@ -648,8 +655,8 @@ def _real_set(path):
 
 
 def _cmd_build_models(args):
-    from .model import bundled_weights_path
-    from .recipes import build_bundled_models
+    from .pipeline.model import bundled_weights_path
+    from .training.recipes import build_bundled_models
 
     recipe = {k: v for k, v in (("des_train", args.des_cutouts), ("des_epochs", args.des_epochs),
                                 ("des_patience", args.des_patience),
@@ -674,8 +681,10 @@ def _cmd_build_models(args):
 def _cmd_calibrate(args):
     import numpy as np
 
-    from .calibration import compare_real_vs_simulated, contact_sheet, discriminator_test
-    from .simulation import SIMULATOR_VERSION, make_training_set
+    from .diagnostics.sim_vs_real import compare_real_vs_simulated, discriminator_test
+    from .diagnostics.sim_vs_real import real_vs_simulated_sheet as contact_sheet
+    from .simulation.conditions import SIMULATOR_VERSION
+    from .simulation.training_set import make_training_set
 
     with np.load(args.real, allow_pickle=False) as data:
         real = data["X"]
@@ -704,7 +713,7 @@ def _cmd_calibrate(args):
 
 
 def _cmd_baselines(args):
-    from .baselines import run_greco_benchmark
+    from .reproduction.baselines import run_greco_benchmark
 
     table = run_greco_benchmark(args.data_dir, args.output_dir, folds=args.folds, seed=args.seed,
                                 n_boot=args.bootstrap)
@@ -713,7 +722,7 @@ def _cmd_baselines(args):
 
 
 def _cmd_bench(args):
-    from .benchmark import run_benchmarks
+    from .testing.benchmark import run_benchmarks
 
     run_benchmarks(rows=args.rows, latency=args.latency, workers=args.workers,
                    coords=args.coords, e2e_rows=args.e2e_rows, cache=args.cache,
@@ -722,7 +731,7 @@ def _cmd_bench(args):
 
 
 def _cmd_reproduce(args):
-    from .reproduce import run_reproduction
+    from .reproduction.reproduce import run_reproduction
 
     outcome = run_reproduction(
         args.workdir, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
@@ -747,9 +756,9 @@ def _cmd_reproduce(args):
 def _cmd_inspect(args):
     import numpy as np
 
-    from .catalog import extract_positions
-    from .inspection import inspection_rows, write_inspection_sheets
-    from .pipeline import fetch_images
+    from .diagnostics.inspection import inspection_rows, write_inspection_sheets
+    from .pipeline.catalog.columns import extract_positions
+    from .pipeline.scoring import fetch_images
 
     table = _read_input(args)
     selected = inspection_rows(table, args.top, args.prob_col, args.compare_col, args.threshold)
@@ -776,7 +785,7 @@ def _cmd_inspect(args):
 
 
 def _cmd_inject(args):
-    from .injection import injection_recovery, parse_grid, plot_completeness
+    from .diagnostics.injection import injection_recovery, parse_grid, plot_completeness
 
     mu0 = parse_grid(args.mu0, "--mu0")
     r_e = parse_grid(args.re, "--re")
@@ -836,9 +845,9 @@ def main(argv=None):
     (a bug) shows its traceback.
     """
     args = build_parser().parse_args(argv)
-    from .catalog import CatalogError
-    from .model import MissingExtraError
-    from .pipeline import OptionError
+    from .pipeline.catalog.read import CatalogError
+    from .pipeline.model import MissingExtraError
+    from .pipeline.options import OptionError
     from .surveys import FetchError
 
     def fail(message):

@@ -6,7 +6,7 @@ gigabytes, a server that drips one byte at a time, or a cache entry that
 is a link to ``/dev/zero`` can take the memory or the time of a whole run
 for one row.  These are the defaults; every one can be changed where it is
 used (``max_bytes=`` of :class:`~lsbg_classify.surveys.http.HttpClient`,
-of the remote backends and of :class:`~lsbg_classify.cache.CutoutCache`;
+of the remote backends and of :class:`~lsbg_classify.pipeline.cache.CutoutCache`;
 ``deadline=`` of the client and the backends).
 """
 

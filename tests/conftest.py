@@ -1,8 +1,9 @@
 """Shared fixtures: loopback services and the ``--remote-data`` switch.
 
 Tests never reach the internet unless run with ``--remote-data``; those
-that need the real services carry ``@pytest.mark.remote``.  Everything else
-talks HTTP to loopback servers on 127.0.0.1.
+that need the real services carry ``@pytest.mark.remote_data`` and live in
+``tests/*_remote.py``.  Everything else talks HTTP to loopback servers on
+127.0.0.1.
 """
 
 import io
@@ -17,7 +18,7 @@ def pytest_addoption(parser):
             "--remote-data",
             action="store_true",
             default=False,
-            help="run tests marked 'remote' (they contact the real survey services)",
+            help="run tests marked 'remote_data' (they contact the real survey services)",
         )
     except ValueError:
         # pytest-remotedata (astropy's plugin) already defines the option.
@@ -35,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="contacts the real services; run with --remote-data")
     for item in items:
-        if "remote" in item.keywords:
+        if "remote_data" in item.keywords:
             item.add_marker(skip)
 
 
@@ -84,7 +85,7 @@ def renderers():
     importable, else a tiny fake with the same signature.
     """
     try:
-        from lsbg_classify.simulation import render_fits, render_jpeg  # noqa: F401
+        from lsbg_classify.simulation.render import render_fits, render_jpeg  # noqa: F401
     except ImportError:
         return {"render_jpeg": fake_render_jpeg, "render_fits": fake_render_fits}
     return {}
@@ -95,7 +96,7 @@ def renderers():
 
 @pytest.fixture(scope="session")
 def _viewer_server(renderers):
-    from lsbg_classify.loopback import LoopbackViewer
+    from lsbg_classify.testing.loopback import LoopbackViewer
 
     server = LoopbackViewer(**renderers)
     yield server
@@ -104,7 +105,7 @@ def _viewer_server(renderers):
 
 @pytest.fixture(scope="session")
 def _hips_server(renderers):
-    from lsbg_classify.loopback import LoopbackHips2fits
+    from lsbg_classify.testing.loopback import LoopbackHips2fits
 
     server = LoopbackHips2fits(**renderers)
     yield server
@@ -123,14 +124,14 @@ def _fresh(server):
 
 @pytest.fixture
 def viewer(_viewer_server):
-    """A running :class:`~lsbg_classify.loopback.LoopbackViewer` (reset per test)."""
+    """A running :class:`~lsbg_classify.testing.loopback.LoopbackViewer` (reset per test)."""
     yield _fresh(_viewer_server)
     _fresh(_viewer_server)
 
 
 @pytest.fixture
 def hips_server(_hips_server):
-    """A running :class:`~lsbg_classify.loopback.LoopbackHips2fits` (reset per test)."""
+    """A running :class:`~lsbg_classify.testing.loopback.LoopbackHips2fits` (reset per test)."""
     yield _fresh(_hips_server)
     _fresh(_hips_server)
 
@@ -145,7 +146,7 @@ def no_service_env(monkeypatch):
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory):
     """Initial (untrained) DeepShadows weights: the plumbing is under test, not the model."""
-    from lsbg_classify.model import build_deepshadows
+    from lsbg_classify.pipeline.model import build_deepshadows
 
     path = tmp_path_factory.mktemp("weights") / "untrained.weights.h5"
     build_deepshadows().save_weights(path)

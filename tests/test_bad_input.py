@@ -12,7 +12,7 @@ untrained network) every bad input ends in one of two ways:
 A hypothesis property checks the library the same way: for random position
 columns (NaN, inf, huge, negative, numeric and sexagesimal strings, garbage,
 masks, units) ``classify_catalog(..., on_invalid="flag")`` either raises
-:class:`~lsbg_classify.catalog.CatalogError` or returns every row with
+:class:`~lsbg_classify.pipeline.catalog.read.CatalogError` or returns every row with
 ``invalid_position`` exactly where the position is invalid.
 """
 
@@ -37,10 +37,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from lsbg_classify import classify_catalog, status
-from lsbg_classify.cache import CutoutCache
-from lsbg_classify.catalog import CatalogError
 from lsbg_classify.cli import main
-from lsbg_classify.model import LSBGModel, load_model
+from lsbg_classify.pipeline.cache import CutoutCache
+from lsbg_classify.pipeline.catalog.read import CatalogError
+from lsbg_classify.pipeline.model import LSBGModel, load_model
 from lsbg_classify.surveys import NoCoverageError, Payload, SurveyBackend
 
 ERROR_PREFIX = "lsbg-classify classify: error: "
@@ -480,7 +480,7 @@ class _CannedBackend(SurveyBackend):
         if abs(dec) > 89.0:
             raise NoCoverageError("outside the footprint")
         if _CannedBackend._jpeg is None:
-            from lsbg_classify.simulation import render_jpeg
+            from lsbg_classify.simulation.render import render_jpeg
 
             _CannedBackend._jpeg = render_jpeg(10.0, -45.0, "des")
         return Payload(_CannedBackend._jpeg, "jpeg")
@@ -648,8 +648,8 @@ def test_bad_option_fails_at_once_naming_its_flag(case, good_catalog, weights, t
 
 
 def test_bad_option_names_the_keyword_in_python(good_catalog):
-    from lsbg_classify.catalog import read_catalog
-    from lsbg_classify.pipeline import OptionError
+    from lsbg_classify.pipeline.catalog.read import read_catalog
+    from lsbg_classify.pipeline.options import OptionError
 
     table = read_catalog(good_catalog)
     for options, name in ((dict(chunk_size=0), "chunk_size"), (dict(workers=0), "workers"),

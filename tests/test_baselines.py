@@ -1,4 +1,4 @@
-"""The paper's feature baselines (lsbg_classify.baselines)."""
+"""The paper's feature baselines (lsbg_classify.reproduction.baselines)."""
 
 import math
 import warnings
@@ -9,7 +9,7 @@ import pytest
 from astropy import units as u
 from astropy.table import MaskedColumn, Table
 
-from lsbg_classify.baselines import (
+from lsbg_classify.reproduction.baselines import (
     FEATURE_SETS,
     IMAGE_FEATURES,
     baseline_models,
@@ -20,7 +20,7 @@ from lsbg_classify.baselines import (
     run_greco_benchmark,
     sky_groups,
 )
-from lsbg_classify.evaluate import METRIC_NAMES
+from lsbg_classify.training.evaluate import METRIC_NAMES
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GRECO = DATA / "hsc_greco2018"

@@ -1,28 +1,28 @@
 import numpy as np
 import pytest
 
-from lsbg_classify.benchmark import (
+from lsbg_classify.cli import main
+from lsbg_classify.pipeline.cache import CutoutCache
+from lsbg_classify.pipeline.catalog.read import CatalogError
+from lsbg_classify.pipeline.model import build_deepshadows, load_model
+from lsbg_classify.testing.benchmark import (
     architecture_flops,
     batch_sweep,
     decode_throughput,
     deepshadows_flops_per_image,
-    keras_backends,
-    matmul_limit,
-    training_throughput,
-    warm_cache_synthetic,
     end_to_end_throughput,
     fetch_throughput,
     inference_throughput,
+    keras_backends,
+    matmul_limit,
     matmul_peak_flops,
     read_coordinates,
     run_benchmarks,
     simulated_positions,
+    training_throughput,
     warm_cache,
+    warm_cache_synthetic,
 )
-from lsbg_classify.cache import CutoutCache
-from lsbg_classify.catalog import CatalogError
-from lsbg_classify.cli import main
-from lsbg_classify.model import build_deepshadows, load_model
 
 
 def test_flop_count_of_deepshadows_by_hand():
@@ -56,7 +56,7 @@ def test_fetch_throughput_reports_both_measurements_and_the_back_off():
 def test_inference_throughput_times_each_runtime_and_compares_them(weights, tmp_path):
     import shutil
 
-    from lsbg_classify.onnx_export import write_onnx_twin
+    from lsbg_classify.training.onnx_export import write_onnx_twin
 
     only_keras = inference_throughput(weights, images=12, batch_size=5, repeats=2)
     assert list(only_keras["runtimes"]) == ["keras"] and only_keras["max_abs_diff"] is None

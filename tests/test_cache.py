@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 
 from lsbg_classify import status
-from lsbg_classify.cache import (
+from lsbg_classify.pipeline.cache import (
     DEFAULT_CACHE_ENV,
     CacheCorruptionWarning,
     CutoutCache,

@@ -1,4 +1,4 @@
-"""Tests of lsbg_classify.catalog: reading, position parsing, results, atomic writes."""
+"""Tests of lsbg_classify.pipeline.catalog: reading, position parsing, results, atomic writes."""
 
 import os
 import warnings
@@ -14,21 +14,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsbg_classify import status
-from lsbg_classify.catalog import (
+from lsbg_classify.pipeline.catalog.columns import (
+    Positions,
+    add_result_columns,
+    extract_positions,
+    find_position_columns,
+)
+from lsbg_classify.pipeline.catalog.read import (
     DEC_NAMES,
     OUTPUT_COLUMNS,
     PROVENANCE_KEY,
     RA_NAMES,
     CatalogError,
-    Positions,
-    add_result_columns,
-    extract_positions,
-    find_position_columns,
     format_from_path,
     read_catalog,
-    same_file,
-    write_catalog,
 )
+from lsbg_classify.pipeline.catalog.write import same_file, write_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from astropy.table import Table
 
 from lsbg_classify import status
 from lsbg_classify.cli import main
-from lsbg_classify.loopback import LoopbackViewer
+from lsbg_classify.testing.loopback import LoopbackViewer
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

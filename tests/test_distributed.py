@@ -6,7 +6,7 @@ import pytest
 from astropy.table import Table
 
 from lsbg_classify import classify_catalog
-from lsbg_classify.pipeline import PARTITION_DTYPES
+from lsbg_classify.pipeline.partitions import PARTITION_DTYPES
 
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -64,7 +64,7 @@ def test_lsdb_catalog_stays_an_lsdb_catalog_and_writes_hats(client, frame, weigh
 
 
 def test_model_objects_cannot_be_shipped_to_workers(frame, weights):
-    from lsbg_classify.model import load_model
+    from lsbg_classify.pipeline.model import load_model
 
     with pytest.raises(TypeError, match="path"):
         classify_catalog(dd.from_pandas(frame, npartitions=2), backend="simulated",

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from lsbg_classify.evaluate import binary_metrics, bootstrap_intervals, metrics_table, plot_confusion, plot_roc
+from lsbg_classify.training.evaluate import (
+    binary_metrics,
+    bootstrap_intervals,
+    metrics_table,
+    plot_confusion,
+    plot_roc,
+)
 
 
 def test_metrics_on_a_known_confusion_matrix():
@@ -55,7 +61,7 @@ def test_metrics_table_and_figures(tmp_path):
 
 
 def test_fast_resample_metrics_equal_sklearn():
-    from lsbg_classify.evaluate import METRIC_NAMES, _resample_metrics
+    from lsbg_classify.training.evaluate import METRIC_NAMES, _resample_metrics
 
     rng = np.random.default_rng(4)
     for n in (7, 50, 400):
@@ -68,7 +74,7 @@ def test_fast_resample_metrics_equal_sklearn():
 
 
 def test_best_threshold_sits_in_the_middle_of_the_widest_best_gap():
-    from lsbg_classify.evaluate import best_threshold
+    from lsbg_classify.training.evaluate import best_threshold
 
     y = np.array([0, 0, 0, 1, 1, 1])
     prob = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
@@ -83,7 +89,7 @@ def test_best_threshold_sits_in_the_middle_of_the_widest_best_gap():
 
 
 def test_crossvalidated_threshold_scores_each_cutout_with_a_threshold_it_did_not_choose():
-    from lsbg_classify.evaluate import crossvalidated_threshold
+    from lsbg_classify.training.evaluate import crossvalidated_threshold
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 50)

@@ -6,8 +6,8 @@ import pytest
 from astropy.table import Table
 
 from lsbg_classify.cli import main
-from lsbg_classify.explain import gradcam, last_conv_layer, overlay, save_gradcam_png
-from lsbg_classify.model import load_model
+from lsbg_classify.diagnostics.explain import gradcam, last_conv_layer, overlay, save_gradcam_png
+from lsbg_classify.pipeline.model import load_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RED_BLOB = (15, 45)    # (row, column) of the blob in channel 0

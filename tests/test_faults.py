@@ -2,7 +2,7 @@
 
 Every test sends real HTTP requests, through the package's own client
 (:mod:`lsbg_classify.surveys.http`) and the ``legacysurvey`` backend, to a
-:class:`~lsbg_classify.loopback.LoopbackViewer` whose fault hook makes
+:class:`~lsbg_classify.testing.loopback.LoopbackViewer` whose fault hook makes
 chosen rows misbehave, and runs the whole of :func:`classify_catalog`
 (cache, preprocessing, an untrained DeepShadows network).  Each checks that
 
@@ -11,7 +11,7 @@ chosen rows misbehave, and runs the whole of :func:`classify_catalog`
   allows;
 - the cache holds an entry for exactly the rows that got ``ok`` or
   ``no_coverage``, and every entry reads back (``CutoutCache.get``) without a
-  :class:`~lsbg_classify.cache.CacheCorruptionWarning` and, for images, decodes
+  :class:`~lsbg_classify.pipeline.cache.CacheCorruptionWarning` and, for images, decodes
   to a whole cutout.
 
 The loopback renders its images with a small fast stand-in for the simulator
@@ -36,13 +36,18 @@ from astropy.table import Table
 from PIL import Image
 
 from lsbg_classify import classify_catalog, status
-from lsbg_classify.cache import CacheCorruptionWarning, CacheUnavailableWarning, CutoutCache
 from lsbg_classify.limits import MAX_PAYLOAD_BYTES
-from lsbg_classify.loopback import Fault, LoopbackViewer
-from lsbg_classify.model import load_model
+from lsbg_classify.pipeline.cache import (
+    CacheCorruptionWarning,
+    CacheUnavailableWarning,
+    CutoutCache,
+)
+from lsbg_classify.pipeline.model import load_model
 from lsbg_classify.surveys import FetchOutcome, Payload
 from lsbg_classify.surveys.http import HttpClient
-from lsbg_classify.surveys.legacysurvey import LegacySurveyBackend, decode_jpeg, is_blank
+from lsbg_classify.surveys.legacysurvey import LegacySurveyBackend
+from lsbg_classify.surveys.payload import decode_rgb, is_blank
+from lsbg_classify.testing.loopback import Fault, LoopbackViewer
 
 #: Client settings: short enough to keep the file fast.  TIMEOUT is used
 #: where answers are slow on purpose; elsewhere RELAXED, which costs nothing
@@ -197,7 +202,7 @@ def _check_cache(directory, table, scored, base_url):
             assert outcome is not None, key
             assert outcome.status in (status.OK, status.NO_COVERAGE)
             if outcome.status == status.OK:
-                image = decode_jpeg(outcome.payload.data)  # raises if truncated
+                image = decode_rgb(outcome.payload.data)  # raises if truncated
                 assert image.shape == (SIZE, SIZE, 3) and not is_blank(image)
     for key, row_status in zip(row_keys, scored["lsbg_status"]):
         if row_status in (status.OK, status.NO_COVERAGE):
@@ -640,7 +645,7 @@ def test_cache_that_cannot_be_written_degrades_to_uncached_with_one_warning(serv
 
 
 def test_full_cache_degrades_to_uncached_with_one_warning(server, model, tmp_path, monkeypatch):
-    import lsbg_classify.cache as cache_module
+    import lsbg_classify.pipeline.cache as cache_module
 
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -688,7 +693,7 @@ def test_credentials_in_the_url_are_written_nowhere(ending, server, weights, tmp
         assert "reader:" not in text, name
     assert server.log[0].headers.get("Authorization", "").startswith("Basic ")
     if ending != "csv":  # CSV keeps no provenance at all
-        from lsbg_classify.catalog import read_catalog
+        from lsbg_classify.pipeline.catalog.read import read_catalog
 
         assert read_catalog(out).meta["LSBG_CLASSIFY"]["server"] == server.url
 

@@ -106,7 +106,7 @@ def test_download_three_band_cube(hips_server, backend_for, renderers, survey):
     # Each plane is the simulator's band image: bands are not mixed up.
     render_fits = renderers.get("render_fits")
     if render_fits is None:
-        from lsbg_classify.simulation import render_fits
+        from lsbg_classify.simulation.render import render_fits
     truth = fits.getdata(io.BytesIO(render_fits(RA, DEC, survey, size=256, pixel_scale=info.pixel_scale.value)))
     np.testing.assert_allclose(cube, truth, rtol=1e-5, atol=1e-6)
 
@@ -187,12 +187,3 @@ def test_concurrent_fetch(hips_server, backend_for):
     assert [seen[i] for i in range(16)] == [
         status.NO_COVERAGE if i in (2, 9) else status.OK for i in range(16)
     ]
-
-
-@pytest.mark.remote
-def test_remote_hips2fits(no_service_env):
-    with HipsBackend("des", max_retries=2) as backend:
-        payload = backend.download(30.0, -1.0)
-    cube = fits.getdata(io.BytesIO(payload.data))
-    assert cube.shape == (3, 256, 256)
-    assert np.isfinite(cube).any()

@@ -8,7 +8,6 @@ from email.utils import format_datetime
 
 import pytest
 
-from lsbg_classify.loopback import Fault
 from lsbg_classify.surveys import FetchError
 from lsbg_classify.surveys.http import (
     DEFAULT_USER_AGENT,
@@ -20,6 +19,7 @@ from lsbg_classify.surveys.http import (
     redact_text,
     redact_url,
 )
+from lsbg_classify.testing.loopback import Fault
 from lsbg_classify.version import __version__
 
 PARAMS = {"ra": "150.0", "dec": "2.5", "layer": "des-dr1", "pixscale": "0.131", "size": "64"}

@@ -12,7 +12,7 @@ from astropy.wcs import WCS
 from scipy.special import gamma, gammaincinv
 
 from lsbg_classify.cli import main
-from lsbg_classify.injection import (
+from lsbg_classify.diagnostics.injection import (
     InjectedLSBG,
     draw_lsbg,
     inject_into_image,
@@ -21,7 +21,7 @@ from lsbg_classify.injection import (
     plot_completeness,
     wilson_interval,
 )
-from lsbg_classify.model import bundled_weights_path, load_model
+from lsbg_classify.pipeline.model import bundled_weights_path, load_model
 from lsbg_classify.surveys import get_backend
 
 RA0, DEC0 = 150.0, 2.0

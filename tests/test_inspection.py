@@ -9,13 +9,13 @@ import pytest
 from astropy.table import MaskedColumn, Table
 from PIL import Image
 
-from lsbg_classify.catalog import CatalogError
 from lsbg_classify.cli import main
-from lsbg_classify.inspection import (
+from lsbg_classify.diagnostics.inspection import (
     inspection_rows,
     select_rows,
     write_inspection_sheets,
 )
+from lsbg_classify.pipeline.catalog.read import CatalogError
 
 
 @pytest.fixture

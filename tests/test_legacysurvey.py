@@ -10,19 +10,14 @@ from astropy.io import fits
 from PIL import Image
 
 from lsbg_classify import status
-from lsbg_classify.loopback import Fault, LoopbackViewer
-from lsbg_classify.surveys import (
-    SURVEYS,
-    FetchError,
-    NoCoverageError,
-    get_backend,
-)
+from lsbg_classify.surveys import SURVEYS, FetchError, NoCoverageError, get_backend
 from lsbg_classify.surveys.legacysurvey import (
     ENV_URL,
     LegacySurveyBackend,
     conf,
     normalise_fits_cube,
 )
+from lsbg_classify.testing.loopback import Fault, LoopbackViewer
 
 RA, DEC = 150.0, 2.5
 
@@ -297,15 +292,3 @@ def test_concurrent_fetch_returns_every_index_once(viewer, backend_for):
     assert viewer.total_requests == 43
     # Keep-alive pool: far fewer connections than requests.
     assert len({info.client for info in viewer.log}) <= 10
-
-
-# -- the real service ------------------------------------------------------------
-
-
-@pytest.mark.remote
-def test_remote_legacysurvey(no_service_env):
-    # A DES field LSBG candidate region (Stripe 82 overlap).
-    with LegacySurveyBackend("des", max_retries=2) as backend:
-        payload = backend.download(30.0, -1.0)
-    image = Image.open(io.BytesIO(payload.data))
-    assert image.size == (256, 256)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from lsbg_classify.benchmark import simulated_positions
+from lsbg_classify.testing.benchmark import simulated_positions
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_classify_fetch_demo_inspect_and_dask_run_without_tensorflow(tmp_path, c
         import pandas as pd
         from astropy.table import Table
         from lsbg_classify import classify_catalog
-        from lsbg_classify.catalog import read_catalog
+        from lsbg_classify.pipeline.catalog.read import read_catalog
 
         frame = Table.read({str(catalog)!r}).to_pandas()
         lazy = classify_catalog(dd.from_pandas(frame, npartitions=2), backend="simulated",

@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 
-from lsbg_classify.model import (
+from lsbg_classify.pipeline.model import (
     BUNDLED_MODELS,
     CONV_FILTERS,
     LSBGModel,

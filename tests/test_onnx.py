@@ -7,10 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsbg_classify.model import (BUNDLED_MODELS, OnnxNetwork, bundled_weights_path, card_path,
-                                 file_sha256, load_model, onnx_twin_path)
-from lsbg_classify.onnx_export import main as export_main
-from lsbg_classify.onnx_export import write_onnx_twin
+from lsbg_classify.pipeline.model import (
+    BUNDLED_MODELS,
+    OnnxNetwork,
+    bundled_weights_path,
+    card_path,
+    file_sha256,
+    load_model,
+    onnx_twin_path,
+)
+from lsbg_classify.training.onnx_export import main as export_main
+from lsbg_classify.training.onnx_export import write_onnx_twin
 
 # The real labelled DES development set, where the shared data is checked out.
 DEV_SET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "des_real" / \
@@ -90,7 +97,7 @@ def test_a_damaged_twin_is_refused_naming_the_fix(twinned):
     twin = onnx_twin_path(twinned)
     twin.write_bytes(twin.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ValueError, match=r"mine\.onnx: checksum .* regenerate it with: "
-                                         r"python -m lsbg_classify\.onnx_export"):
+                                         r"python -m lsbg_classify\.training\.onnx_export"):
         load_model(twinned)
     assert load_model(twinned, runtime="keras").runtime == "keras"
 
@@ -98,7 +105,7 @@ def test_a_damaged_twin_is_refused_naming_the_fix(twinned):
 def test_a_twin_of_other_weights_is_refused(twinned):
     import keras
 
-    from lsbg_classify.model import build_deepshadows
+    from lsbg_classify.pipeline.model import build_deepshadows
 
     # The weights are replaced, the twin and its card are left as they were.
     keras.utils.set_random_seed(7)

@@ -2,7 +2,7 @@
 
 Every output format is read back with its *native* reader (pyarrow for
 Parquet, astropy's own readers for FITS, ECSV and VOTable), not with
-:func:`lsbg_classify.catalog.read_catalog`, and values and nulls are
+:func:`lsbg_classify.pipeline.catalog.read.read_catalog`, and values and nulls are
 compared.  FITS headers carry the column conventions TOPCAT reads
 (``TCOMMn``, ``TUCDn``) and pass fitsverify; VOTables pass ``stilts
 votlint``.  The two external checkers are skipped where not installed.
@@ -18,14 +18,9 @@ from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table
 
 from lsbg_classify import status
-from lsbg_classify.catalog import (
-    OUTPUT_COLUMNS,
-
-    PROVENANCE_KEY,
-    add_result_columns,
-    read_catalog,
-    write_catalog,
-)
+from lsbg_classify.pipeline.catalog.columns import add_result_columns
+from lsbg_classify.pipeline.catalog.read import OUTPUT_COLUMNS, PROVENANCE_KEY, read_catalog
+from lsbg_classify.pipeline.catalog.write import write_catalog
 
 UCDS = dict(zip(OUTPUT_COLUMNS, ("stat.probability", "meta.code.class", "meta.code.status")))
 

@@ -6,11 +6,16 @@ import time
 import numpy as np
 import pytest
 
-from lsbg_classify.benchmark import simulated_positions
 from lsbg_classify.surveys import get_backend
 from lsbg_classify.surveys.http import HttpClient
-from lsbg_classify.surveys.pacing import (PROBE_ROUNDS, AdaptiveConcurrency, released,
-                                          report_success, report_throttled)
+from lsbg_classify.surveys.pacing import (
+    PROBE_ROUNDS,
+    AdaptiveConcurrency,
+    released,
+    report_success,
+    report_throttled,
+)
+from lsbg_classify.testing.benchmark import simulated_positions
 
 
 def test_throttling_halves_the_limit_once_per_episode():

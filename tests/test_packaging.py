@@ -48,7 +48,7 @@ def test_metadata_is_pep621_in_pyproject():
     data = PYPROJECT["tool"]["setuptools"]["package-data"]["lsbg_classify"]
     assert "data/models/*.weights.h5" in data and "data/models/*.json" in data
     pytest_options = PYPROJECT["tool"]["pytest"]["ini_options"]
-    assert any(m.startswith("remote:") for m in pytest_options["markers"])
+    assert any(m.startswith("remote_data:") for m in pytest_options["markers"])
     assert pytest_options["filterwarnings"]
 
 

@@ -1,5 +1,3 @@
-import subprocess
-import sys
 
 import astropy.units as u
 import numpy as np
@@ -7,13 +5,13 @@ import pytest
 from astropy.table import MaskedColumn, Table
 
 from lsbg_classify import classify_catalog, status
-from lsbg_classify.cache import CutoutCache
-from lsbg_classify.catalog import CatalogError
-from lsbg_classify.loopback import LoopbackViewer
-from lsbg_classify.model import load_model
-from lsbg_classify.pipeline import fetch_images, score_positions
+from lsbg_classify.pipeline.cache import CutoutCache
+from lsbg_classify.pipeline.catalog.read import CatalogError
+from lsbg_classify.pipeline.model import load_model
+from lsbg_classify.pipeline.scoring import fetch_images, score_positions
 from lsbg_classify.surveys import FetchError, Payload, get_backend
 from lsbg_classify.surveys.base import SurveyBackend
+from lsbg_classify.testing.loopback import LoopbackViewer
 
 
 @pytest.fixture(scope="module")
@@ -131,18 +129,18 @@ def test_same_probabilities_whatever_the_batching_and_concurrency(untrained_mode
 
 @pytest.mark.parametrize("threads", [2, 5])
 def test_decoding_in_threads_changes_nothing(untrained_model, tmp_path, monkeypatch, threads):
-    from lsbg_classify import pipeline
+    from lsbg_classify.pipeline import scoring
 
     rng = np.random.default_rng(8)
     ra, dec = np.round(rng.uniform(0, 60, 30), 3), rng.uniform(-60, -40, 30)
     dec[4] = 89.5  # outside the footprint
     backend = CountingBackend(fail={ra[7]}, garbage={ra[11], ra[12]})
     cache = CutoutCache(tmp_path)
-    monkeypatch.setattr(pipeline, "decode_threads", lambda: 1)
+    monkeypatch.setattr(scoring, "decode_threads", lambda: 1)
     serial = score_positions(ra, dec, backend, untrained_model, cache=cache, batch_size=7,
                              workers=1, progress=False)
-    monkeypatch.setattr(pipeline, "decode_threads", lambda: threads)
-    monkeypatch.setattr(pipeline, "DECODE_AHEAD_PER_THREAD", 2)
+    monkeypatch.setattr(scoring, "decode_threads", lambda: threads)
+    monkeypatch.setattr(scoring, "DECODE_AHEAD_PER_THREAD", 2)
     threaded = score_positions(ra, dec, backend, untrained_model, cache=cache, batch_size=7,
                                workers=1, progress=False)
     assert backend.calls == 31  # every row once, and the failed row again
@@ -179,25 +177,14 @@ def test_jpeg_and_fits_modes_agree_on_the_simulated_sky(candidates, untrained_mo
     assert np.allclose(probs["jpeg"], probs["fits"], atol=0.05)
 
 
-def test_pipeline_imports_no_training_simulation_or_evaluation():
-    code = (
-        "import sys, lsbg_classify.pipeline, lsbg_classify.cli;"
-        "bad = [m for m in sys.modules if m.split('.')[-1] in "
-        "('training', 'simulation', 'evaluate', 'recipes', 'demo', 'calibration')];"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_default_threshold_is_the_model_cards_and_tta_averages_eight_views(tmp_path):
     import json
 
     import numpy as np
     from astropy.table import Table
 
-    from lsbg_classify.model import build_deepshadows, dihedral_views, load_model
-    from lsbg_classify.pipeline import classify_catalog
+    from lsbg_classify.pipeline.classify import classify_catalog
+    from lsbg_classify.pipeline.model import build_deepshadows, dihedral_views, load_model
 
     network = build_deepshadows()
     weights = tmp_path / "mine.weights.h5"
@@ -225,3 +212,33 @@ def test_default_threshold_is_the_model_cards_and_tta_averages_eight_views(tmp_p
     assert with_tta.meta["LSBG_CLASSIFY"]["tta"]
     plain_prob = np.asarray(scored["lsbg_prob"])
     assert not np.allclose(np.asarray(with_tta["lsbg_prob"]), plain_prob, atol=1e-7)
+
+
+def test_worker_caches_keep_one_backend_per_configuration_until_cleared(monkeypatch):
+    from lsbg_classify.pipeline import partitions
+
+    partitions.clear_worker_caches()
+    first = partitions._worker_backend("simulated", "des", ())
+    assert partitions._worker_backend("simulated", "des", ()) is first
+    closed = []
+    monkeypatch.setattr(first, "close", lambda: closed.append(first))
+    partitions.clear_worker_caches()
+    assert closed == [first]
+    assert partitions._worker_backend("simulated", "des", ()) is not first
+    partitions.clear_worker_caches()
+
+
+def test_worker_caches_close_the_least_recently_used_backend(monkeypatch):
+    from lsbg_classify.pipeline import partitions
+
+    partitions.clear_worker_caches()
+    monkeypatch.setattr(partitions, "WORKER_BACKENDS", 2)
+    closed = []
+    seeds = [(("seed", s),) for s in range(3)]
+    opened = [partitions._worker_backend("simulated", "des", seeds[0])]
+    monkeypatch.setattr(opened[0], "close", lambda: closed.append(0))
+    opened.append(partitions._worker_backend("simulated", "des", seeds[1]))
+    opened.append(partitions._worker_backend("simulated", "des", seeds[2]))
+    assert closed == [0]
+    assert partitions._worker_backend("simulated", "des", seeds[2]) is opened[2]
+    partitions.clear_worker_caches()

@@ -16,14 +16,9 @@ import pytest
 from astropy.table import Table
 
 from lsbg_classify import classify_catalog, status
-from lsbg_classify.catalog import PROVENANCE_KEY
-from lsbg_classify.model import load_model
-from lsbg_classify.surveys import (
-    ENTRY_POINT_GROUP,
-    SurveyBackend,
-    available_backends,
-    get_backend,
-)
+from lsbg_classify.pipeline.catalog.read import PROVENANCE_KEY
+from lsbg_classify.pipeline.model import load_model
+from lsbg_classify.surveys import ENTRY_POINT_GROUP, SurveyBackend, available_backends, get_backend
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

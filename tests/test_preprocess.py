@@ -7,7 +7,7 @@ from PIL import Image
 
 from lsbg_classify import status
 from lsbg_classify.colour import DES_MAPPING, HSC_MAPPING, asinh_rgb
-from lsbg_classify.preprocess import (
+from lsbg_classify.pipeline.preprocess import (
     BadImageError,
     as_uint8,
     jpeg_to_rgb,
@@ -152,7 +152,7 @@ def test_fits_goes_through_the_same_8_bit_resize_as_a_jpeg():
 
 
 def test_a_jpeg_declaring_too_many_pixels_is_a_bad_image_before_decoding():
-    from lsbg_classify.preprocess import MAX_CUTOUT_PIXELS
+    from lsbg_classify.pipeline.preprocess import MAX_CUTOUT_PIXELS
 
     side = int(np.sqrt(MAX_CUTOUT_PIXELS)) + 1
     buf = io.BytesIO()

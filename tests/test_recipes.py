@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from lsbg_classify.model import load_model
-from lsbg_classify.recipes import build_bundled_models
+from lsbg_classify.pipeline.model import load_model
+from lsbg_classify.training.recipes import build_bundled_models
 
 TINY = {"des_train": 48, "des_validation": 16, "des_test": 16, "des_epochs": 4,
         "des_steps_per_epoch": 2, "des_cycle_epochs": 2, "ensemble_members": 2, "distil_cutouts": 24,

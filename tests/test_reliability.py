@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lsbg_classify.cli import main
-from lsbg_classify.reliability import (
+from lsbg_classify.diagnostics.reliability import (
     apply_temperature,
     calibration_summary,
     expected_calibration_error,
@@ -123,7 +123,7 @@ def _brightness_model(path, gain):
 
 def _brightness_set(path, n, seed):
     """LSBGs slightly brighter than artifacts, with overlapping classes."""
-    from lsbg_classify.training import save_dataset
+    from lsbg_classify.training.train import save_dataset
 
     rng = np.random.default_rng(seed)
     y = np.tile([0, 1], n // 2)

@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from lsbg_classify.evaluate import metrics_table
-from lsbg_classify.report import PAPER_RESULTS, REPORT_METRICS, write_report
+from lsbg_classify.reproduction.report import PAPER_RESULTS, REPORT_METRICS, write_report
+from lsbg_classify.training.evaluate import metrics_table
 
 
 def _evaluation(title, group, y, prob):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from lsbg_classify.loopback import LoopbackViewer
-from lsbg_classify.pipeline import CheckpointMismatchError, score_in_chunks
+from lsbg_classify.pipeline.checkpoint import CheckpointMismatchError, score_in_chunks
 from lsbg_classify.surveys import get_backend
+from lsbg_classify.testing.loopback import LoopbackViewer
 
 ROWS = 240
 CHUNK = 40
@@ -65,7 +65,7 @@ def test_kill_minus_nine_then_rerun_gives_the_uninterrupted_result(tmp_path, wei
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path, weights):
-    from lsbg_classify.model import load_model
+    from lsbg_classify.pipeline.model import load_model
 
     model = load_model(weights)
     backend = get_backend("simulated")
@@ -81,7 +81,7 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path, weights):
 
 
 def test_a_damaged_chunk_is_scored_again(tmp_path, weights):
-    from lsbg_classify.model import load_model
+    from lsbg_classify.pipeline.model import load_model
 
     model = load_model(weights)
     backend = get_backend("simulated")

@@ -12,13 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from lsbg_classify.benchmark import (
+from lsbg_classify.pipeline.cache import CutoutCache
+from lsbg_classify.testing.benchmark import (
     classify_peak_rss,
     command_peak_rss,
     simulated_positions,
     warm_cache,
 )
-from lsbg_classify.cache import CutoutCache
 
 ROWS = 200_000
 SCORED = 8

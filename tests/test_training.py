@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from lsbg_classify.training import train
+from lsbg_classify.training.train import train
 
 
 def _tiny_set(n, seed):
@@ -23,7 +23,7 @@ def test_time_budget_stops_before_an_epoch_that_would_overrun_it(tmp_path):
 def test_augment_batch_draws_a_dihedral_transform_and_shift_per_image():
     import tensorflow as tf
 
-    from lsbg_classify.training import MAX_SHIFT_PIX, augment_batch
+    from lsbg_classify.training.train import MAX_SHIFT_PIX, augment_batch
 
     rng = np.random.default_rng(5)
     images = rng.uniform(0, 1, (16, 64, 64, 3)).astype(np.float32)
@@ -65,7 +65,7 @@ def test_a_run_asked_for_more_epochs_resumes_with_its_optimizer_state(tmp_path):
 
 
 def test_cosine_cycles_keep_one_snapshot_per_cycle(tmp_path):
-    from lsbg_classify.training import cosine_cycle_rate
+    from lsbg_classify.training.train import cosine_cycle_rate
 
     rates = [cosine_cycle_rate(e, 0.1, 2, 0.001) for e in range(4)]
     assert rates[0] == rates[2] == 0.1 and rates[1] == rates[3] < 0.1

@@ -7,17 +7,14 @@ import pytest
 from astropy.table import Table
 
 from lsbg_classify import classify_catalog
-from lsbg_classify.catalog import PROVENANCE_KEY, CatalogError, read_catalog
 from lsbg_classify.cli import main
-from lsbg_classify.model import load_model
-from lsbg_classify.pipeline import (
-    MC_STD_COLUMN,
-    CheckpointMismatchError,
-    classify_partition,
-    score_in_chunks,
-)
+from lsbg_classify.pipeline.catalog.read import PROVENANCE_KEY, CatalogError, read_catalog
+from lsbg_classify.pipeline.checkpoint import CheckpointMismatchError, score_in_chunks
+from lsbg_classify.pipeline.model import load_model
+from lsbg_classify.pipeline.options import MC_STD_COLUMN
+from lsbg_classify.pipeline.partitions import classify_partition
+from lsbg_classify.pipeline.uncertainty import apply_temperature, mc_dropout_predict
 from lsbg_classify.surveys import get_backend
-from lsbg_classify.uncertainty import apply_temperature, mc_dropout_predict
 
 
 @pytest.fixture(scope="module")

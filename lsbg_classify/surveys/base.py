@@ -3,8 +3,8 @@
 A backend knows how to get one cutout for a sky position from one image
 service and hands back the *payload* (the bytes the service sends: a JPEG,
 or a FITS cube of band images).  Decoding the payload into a model input is
-the job of :mod:`lsbg_classify.preprocess`; caching payloads is the job of
-:mod:`lsbg_classify.cache`.  Keeping the three apart means a cached payload
+the job of :mod:`lsbg_classify.pipeline.preprocess`; caching payloads is the job of
+:mod:`lsbg_classify.pipeline.cache`.  Keeping the three apart means a cached payload
 is exactly what the service sent, and re-decoding never needs the network.
 
 New backends subclass :class:`SurveyBackend` and register themselves in the

@@ -30,10 +30,8 @@ import requests
 from astropy.coordinates import Angle, Latitude, Longitude
 
 from .base import FITS, FetchError, NoCoverageError, Payload
-from .http import (
-    HttpBackend,
-    check_fits,
-)
+from .http import HttpBackend, check_fits
+from .payload import UnreadablePayload, read_fits_image
 
 __all__ = ["HipsBackend", "ENV_URL"]
 
@@ -61,7 +59,7 @@ class HipsBackend(HttpBackend):
         Only ``"fits"``.
     base_url : str, optional
         hips2fits endpoint URL (e.g. a
-        :class:`~lsbg_classify.loopback.LoopbackHips2fits`).  Default: the
+        :class:`~lsbg_classify.testing.loopback.LoopbackHips2fits`).  Default: the
         ``LSBG_CLASSIFY_HIPS2FITS_URL`` environment variable, else
         ``astroquery.hips2fits.conf.server``.
     timeout : float, optional
@@ -153,19 +151,10 @@ class HipsBackend(HttpBackend):
         return requests.Request("GET", self.base_url, params=payload).prepare().url
 
     def _read_plane(self, response):
-        from astropy.io import fits
-
         try:
-            with fits.open(io.BytesIO(response.content), memmap=False) as hdul:
-                hdu = next((h for h in hdul if h.data is not None and h.data.ndim >= 2), None)
-                if hdu is None:
-                    raise FetchError(f"{response.url}: FITS answer holds no image")
-                plane = np.asarray(hdu.data, dtype=np.float32)
-                header = hdu.header.copy()
-        except FetchError:
-            raise
-        except Exception as exc:  # untrusted bytes: any parser failure means unusable
-            raise FetchError(f"{response.url}: FITS answer cannot be read: {exc}") from exc
+            plane, header = read_fits_image(response.content)
+        except UnreadablePayload as exc:
+            raise FetchError(f"{response.url}: {exc}") from exc
         plane = np.squeeze(plane)
         size = int(self.cutout_size)
         if plane.shape != (size, size):

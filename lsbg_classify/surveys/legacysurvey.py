@@ -7,7 +7,7 @@ half the native pixel scale.  We send the equivalent explicit ``pixscale``
 request does not depend on the viewer's zoom convention.
 
 The viewer can also return the band images as FITS (``cutout.fits``),
-which lets :mod:`lsbg_classify.preprocess` apply the colour mapping itself.
+which lets :mod:`lsbg_classify.pipeline.preprocess` apply the colour mapping itself.
 
 Configuration follows astroquery's style::
 
@@ -28,13 +28,8 @@ import requests
 from astropy import config as _config
 
 from .base import FITS, JPEG, FetchError, NoCoverageError, Payload
-from .http import (
-    HttpBackend,
-    RetryableResponseError,
-    check_fits,
-    check_not_text,
-    describe_body,
-)
+from .http import HttpBackend, RetryableResponseError, check_fits, check_not_text, describe_body
+from .payload import UnreadablePayload, decode_rgb, is_blank, read_fits_image
 
 __all__ = ["Conf", "conf", "LegacySurveyBackend", "ENV_URL", "PUBLIC_VIEWER", "jpeg_length",
            "trim_jpeg"]
@@ -64,21 +59,6 @@ conf = Conf()
 _ENDPOINTS = {JPEG: "cutout.jpg", FITS: "cutout.fits"}
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-def decode_jpeg(data):
-    """Decode JPEG bytes to a uint8 array (ny, nx, 3).
-
-    Raises
-    ------
-    OSError
-        The file is damaged (e.g. truncated).
-    """
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()  # forces a full decode: truncated files fail here
-        return np.asarray(img.convert("RGB"))
 
 
 def jpeg_length(data):
@@ -146,20 +126,6 @@ def trim_jpeg(data):
     return data if end is None else data[:end]
 
 
-def is_blank(array, tolerance=2):
-    """Whether an image is constant (the viewer's "no data" answer).
-
-    Parameters
-    ----------
-    array : numpy.ndarray
-        Decoded image.
-    tolerance : int
-        Largest peak-to-peak range (in 8-bit steps) still counted as
-        constant; JPEG rounding can wobble a flat image by one step.
-    """
-    return int(array.max()) - int(array.min()) <= tolerance
-
-
 def normalise_fits_cube(data, bands, requested=None, extra_header=None, expected_size=None):
     """Turn a FITS answer into the payload cube: primary HDU (3, ny, nx).
 
@@ -194,16 +160,9 @@ def normalise_fits_cube(data, bands, requested=None, extra_header=None, expected
     from astropy.wcs import WCS
 
     try:
-        with fits.open(io.BytesIO(data), memmap=False) as hdul:
-            hdu = next((h for h in hdul if h.data is not None and h.data.ndim >= 2), None)
-            if hdu is None:
-                raise FetchError("FITS answer holds no image")
-            cube = np.asarray(hdu.data, dtype=np.float32)
-            header = hdu.header.copy()
-    except FetchError:
-        raise
-    except Exception as exc:  # untrusted bytes: any parser failure means unusable
-        raise FetchError(f"FITS answer cannot be read: {exc}") from exc
+        cube, header = read_fits_image(data)
+    except UnreadablePayload as exc:
+        raise FetchError(str(exc)) from exc
     if cube.ndim == 2:
         cube = cube[None]
     if cube.ndim != 3:
@@ -270,7 +229,7 @@ class LegacySurveyBackend(HttpBackend):
         survey units for HSC).
     base_url : str, optional
         Viewer base URL, e.g. a mirror or a
-        :class:`~lsbg_classify.loopback.LoopbackViewer`.  Default: the
+        :class:`~lsbg_classify.testing.loopback.LoopbackViewer`.  Default: the
         ``LSBG_CLASSIFY_LEGACYSURVEY_URL`` environment variable, else
         ``conf.server``.
     timeout : float, optional
@@ -392,7 +351,7 @@ class LegacySurveyBackend(HttpBackend):
             with Image.open(io.BytesIO(body)) as img:
                 declared = img.size
             if declared == (size, size):
-                decode_jpeg(body)
+                decode_rgb(body)
         except OSError as exc:
             # A damaged body with a valid start is a transfer problem.
             raise RetryableResponseError(f"JPEG cannot be decoded: {exc}") from exc
@@ -429,7 +388,7 @@ class LegacySurveyBackend(HttpBackend):
             # Bytes after the end-of-image marker are no part of the image;
             # they are neither decoded nor cached.
             data = trim_jpeg(response.content)
-            array = decode_jpeg(data)
+            array = decode_rgb(data)
             size = int(self.cutout_size)
             if array.shape[:2] != (size, size):
                 raise FetchError(

@@ -47,7 +47,7 @@ Flux units
 The cube is returned in the survey's native units: nanomaggies for DES
 (zero point 22.5, AB), and the HSC coadd unit (zero point 27, i.e.
 nanomaggies times ``survey.colour.flux_divisor`` = 63.1) for HSC, which is
-what :mod:`lsbg_classify.preprocess` expects.  The unit of each input image
+what :mod:`lsbg_classify.pipeline.preprocess` expects.  The unit of each input image
 is taken, in this order, from:
 
 1. ``zero_points`` given to the constructor (AB magnitude of a source of
@@ -76,13 +76,13 @@ from collections.abc import Mapping
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import ICRS, FK5, SkyCoord
+from astropy.coordinates import FK5, ICRS, SkyCoord
 from astropy.io import fits
 from astropy.nddata import Cutout2D
 from astropy.wcs import WCS, FITSFixedWarning, NoConvergence
 from astropy.wcs.utils import proj_plane_pixel_area, wcs_to_celestial_frame
 
-from .base import FITS, NoCoverageError, FetchError, Payload, SurveyBackend
+from .base import FITS, FetchError, NoCoverageError, Payload, SurveyBackend
 
 __all__ = ["LocalFitsBackend", "NANOMAGGY_ZERO_POINT", "MAX_MISSING_FRACTION"]
 

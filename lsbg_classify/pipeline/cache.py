@@ -1,0 +1,760 @@
+"""A persistent on-disk cache of survey cutouts.
+
+Fetching a cutout from a remote service is slow and the services ask users
+not to request the same image twice, so the pipeline keeps every payload it
+receives (the exact bytes the service sent, see
+:class:`~lsbg_classify.surveys.base.Payload`) and every "this position is not
+covered" answer.  Transient failures (``fetch_failed``) are never stored:
+the next run should try again.
+
+Layout
+------
+One file per cutout::
+
+    <directory>/CACHEDIR.TAG
+    <directory>/<backend>/<xx>/<key>.cutout
+
+where ``<backend>`` is the part of the key before the first ``-`` (the
+backend name in keys made by
+:meth:`~lsbg_classify.surveys.base.SurveyBackend.cache_key`) and ``<xx>`` the
+first two hex digits of the SHA-256 of the key, which spreads entries over
+at most 256 sub-directories so that no directory grows huge.
+
+Each file is a small self-describing header followed by the payload::
+
+    magic        8 bytes   b"LSBGCUT\\x00"
+    version      uint16    little-endian, currently 1
+    header_len   uint32    length of the JSON header that follows (bytes)
+    header_crc   uint32    CRC-32 of the JSON header
+    header       JSON      {"key", "status", "format", "message",
+                            "length", "sha256"}
+    payload      bytes     ``length`` bytes whose SHA-256 is ``sha256``
+
+Writes go to a temporary file in the destination directory that is
+flushed, ``fsync``-ed and then moved into place with :func:`os.replace`, an
+atomic rename (:func:`lsbg_classify.atomic.atomic_write_bytes`): several
+threads or processes may write the same or different keys at once, the last
+writer wins and a reader sees either a complete old file or a complete new
+one, never a partial file.  Temporary files more than an hour old can only
+be leftovers of a killed run; :meth:`CutoutCache.remove_stale_temp_files`
+(called by :meth:`~CutoutCache.clear` and at the start of a classification)
+removes them.
+
+The cache is untrusted input too: an entry is read only if it is a regular
+file (not a link, a FIFO or a device) in its own directory, and only up to
+the byte cap of its format (:mod:`lsbg_classify.limits`).  Anything else
+is damaged: removed, warned about and fetched again.  A cache that cannot be
+written (read-only, full) is warned about once and the run goes on without
+storing cutouts.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import pathlib
+import re
+import stat
+import struct
+import threading
+import warnings
+import zlib
+
+from astropy.utils.exceptions import AstropyUserWarning
+
+from .. import status
+from ..atomic import atomic_write_bytes, remove_stale_temp_files
+from ..limits import MAX_PAYLOAD_BYTES, payload_byte_cap
+from ..surveys.base import FetchOutcome, Payload
+
+__all__ = [
+    "DEFAULT_CACHE",
+    "as_cache",
+    "DEFAULT_CACHE_ENV",
+    "default_cache_dir",
+    "CacheCorruptionWarning",
+    "CacheUnavailableWarning",
+    "CutoutCache",
+    "validate_key",
+]
+
+#: Environment variable that overrides the default cache location.
+DEFAULT_CACHE_ENV = "LSBG_CLASSIFY_CACHE_DIR"
+
+_MAGIC = b"LSBGCUT\x00"
+_VERSION = 1
+# magic, version, header length, header CRC-32; little-endian so files can
+# be shared between machines.
+_PREFIX = struct.Struct("<8sHII")
+# A header is a few hundred bytes; anything claiming more is damaged and
+# must not make us allocate gigabytes.
+_MAX_HEADER = 1 << 16
+_SUFFIX = ".cutout"
+_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+_FORMAT_RE = re.compile(r"[A-Za-z0-9_.+-]{1,32}")
+_SHARD_RE = re.compile(r"[0-9a-f]{2}")
+_STORED = (status.OK, status.NO_COVERAGE)
+
+# The standard signature (https://bford.info/cachedir/) that tells backup
+# and archiving tools to skip the directory.
+_CACHEDIR_TAG_NAME = "CACHEDIR.TAG"
+_CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by lsbg-classify.\n"
+    "# For information about cache directory tags, see:\n"
+    "#\thttps://bford.info/cachedir/\n"
+)
+
+
+def default_cache_dir():
+    """Where cutouts are cached unless told otherwise.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$LSBG_CLASSIFY_CACHE_DIR`` if that environment variable is set
+        and not empty, else the platform's user cache directory for
+        ``lsbg-classify`` followed by ``cutouts`` (e.g.
+        ``~/.cache/lsbg-classify/cutouts`` on Linux).  The directory is not
+        created here.
+    """
+    env = os.environ.get(DEFAULT_CACHE_ENV, "").strip()
+    if env:
+        return pathlib.Path(env).expanduser()
+    # Imported here so that merely importing this module stays cheap.
+    import platformdirs
+
+    return pathlib.Path(platformdirs.user_cache_dir("lsbg-classify")) / "cutouts"
+
+
+class CacheCorruptionWarning(AstropyUserWarning):
+    """A cache file was damaged; it was removed and will be fetched again."""
+
+
+class CacheUnavailableWarning(AstropyUserWarning):
+    """The cache cannot be written (read-only, full); cutouts are no longer stored."""
+
+
+# open() flags for reading an entry: never follow a link in the last
+# component, never block on a FIFO (both then fail the regular-file test).
+_READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_BINARY", 0))
+
+
+class _Corrupt(Exception):
+    """Internal: the file at hand is not a valid cache entry."""
+
+
+def validate_key(key):
+    """Check that ``key`` is usable as a cache file name.
+
+    Parameters
+    ----------
+    key : str
+        Letters, digits, ``_``, ``.`` and ``-`` only, starting with a
+        letter, digit or ``_``, 1 to 200 characters.  This guarantees a key can never name a
+        path outside the cache directory (no separators, no ``..``, no
+        drive letters) nor a hidden or temporary file.
+
+    Returns
+    -------
+    str
+        ``key`` unchanged.
+
+    Raises
+    ------
+    ValueError
+        If the key is not valid.
+    """
+    if not isinstance(key, str) or _KEY_RE.fullmatch(key) is None:
+        raise ValueError(
+            f"invalid cache key {key!r}: use 1-200 characters from "
+            "[A-Za-z0-9_.-], not starting with '.' or '-'"
+        )
+    return key
+
+
+def _backend_of(key):
+    return key.split("-", 1)[0]
+
+
+def _shard_of(key):
+    return hashlib.sha256(key.encode("ascii")).hexdigest()[:2]
+
+
+class CutoutCache:
+    """Persistent store of fetched cutouts, keyed by backend cache keys.
+
+    Parameters
+    ----------
+    directory : str or path-like, optional
+        Root of the cache; :func:`default_cache_dir` if not given.  It is
+        created on the first :meth:`put`, so a cache that is only read
+        never creates directories.
+    max_bytes : int or dict, optional
+        Most payload bytes an entry may hold, one for every format or by
+        format; default :data:`lsbg_classify.limits.MAX_PAYLOAD_BYTES`.
+        Larger entries read as damaged.
+
+    Raises
+    ------
+    ValueError
+        ``directory`` exists and is not a directory.
+
+    Notes
+    -----
+    All coordination goes through the file system (atomic renames), so one
+    instance may be shared by threads and several processes may use the
+    same directory.  The only state an instance keeps is whether writing
+    has failed (then it stops trying, see :meth:`put`).
+
+    Examples
+    --------
+    >>> cache = CutoutCache(tmp_dir)                     # doctest: +SKIP
+    >>> key = backend.cache_key(ra, dec)                 # doctest: +SKIP
+    >>> outcome = cache.get(key)                         # doctest: +SKIP
+    >>> if outcome is None:                              # doctest: +SKIP
+    ...     outcome = backend.fetch_one(ra, dec)
+    ...     cache.put(key, outcome)
+    """
+
+    def __init__(self, directory=None, max_bytes=None):
+        if directory is None:
+            directory = default_cache_dir()
+        self.directory = pathlib.Path(os.fspath(directory)).expanduser()
+        # A path to a file (e.g. a mistyped --cache) would otherwise surface
+        # only on the first lookup, as a NotADirectoryError traceback.
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"cache directory {self.directory} exists but is not a directory")
+        self.max_bytes = max_bytes
+        largest = max(payload_byte_cap(fmt, max_bytes) for fmt in (*MAX_PAYLOAD_BYTES, "other"))
+        # Whole file: prefix, header, payload.
+        self._max_file_bytes = _PREFIX.size + _MAX_HEADER + largest
+        self._write_failed = None
+        self._write_lock = threading.Lock()
+        self._warned = set()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({str(self.directory)!r})"
+
+    # -- paths ---------------------------------------------------------------
+
+    def path(self, key):
+        """File that holds (or would hold) the entry for ``key``.
+
+        Raises
+        ------
+        ValueError
+            If ``key`` is not a valid key (see :func:`validate_key`).
+        """
+        validate_key(key)
+        return self.directory / _backend_of(key) / _shard_of(key) / (key + _SUFFIX)
+
+    def _ensure_root(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tag = self.directory / _CACHEDIR_TAG_NAME
+        if not tag.exists():
+            atomic_write_bytes(tag, _CACHEDIR_TAG.encode("ascii"), prefix=".CACHEDIR.TAG.")
+
+    def _inside(self, path):
+        """Whether ``path``'s backend and shard folders are real folders (no linked folders).
+
+        Only the two levels the cache creates are checked, with one ``lstat``
+        each: resolving the whole path (``realpath``) cost ten system calls
+        per read and was a quarter of a warm-cache run.
+        """
+        shard = path.parent
+        for folder in (shard.parent, shard):
+            try:
+                if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                    return False
+            except OSError:
+                return False
+        return True
+
+    # -- entries -------------------------------------------------------------
+
+    def __contains__(self, key):
+        """Whether an entry file exists for ``key`` (its content is not checked).
+
+        Use :meth:`get` to read an entry: it may still find the file damaged.
+        """
+        try:
+            return self.path(key).is_file()
+        except ValueError:
+            return False
+
+    def get(self, key):
+        """Read the entry for ``key``.
+
+        Parameters
+        ----------
+        key : str
+            A cache key, normally from
+            :meth:`~lsbg_classify.surveys.base.SurveyBackend.cache_key`.
+
+        Returns
+        -------
+        FetchOutcome or None
+            ``FetchOutcome("ok", Payload(data, format))`` or
+            ``FetchOutcome("no_coverage", message=...)``; None when nothing
+            usable is cached.  A damaged entry (bad checksum, truncated file,
+            unreadable header) gives a :class:`CacheCorruptionWarning`, is
+            deleted and reads as a miss so that it is fetched again.
+
+        Raises
+        ------
+        ValueError
+            If ``key`` is not a valid key.
+
+        Notes
+        -----
+        Only a regular file inside the cache directory is read, and only up
+        to the byte cap: a link (to ``/dev/zero``, say), a FIFO, a device
+        or an oversized file is damaged too, and is removed without being
+        read (a linked shard directory is only skipped, never written
+        through).
+        """
+        path = self.path(key)
+        try:
+            blob, ident = self._read_entry(path)
+        except FileNotFoundError:
+            return None
+        except _Corrupt as exc:
+            self._discard(path, None, str(exc))
+            return None
+        except OSError:
+            return None  # unreadable (permissions): a miss, as if absent
+        try:
+            header, data = _decode(blob)
+            if header["length"] > payload_byte_cap(header["format"], self.max_bytes):
+                raise _Corrupt(f"payload of {header['length']} bytes is over the cap")
+        except _Corrupt as exc:
+            self._discard(path, ident, str(exc))
+            return None
+        if header["key"] != key:
+            # Only possible on case-insensitive file systems, where keys that
+            # differ in case share a file: not damage, just not our entry.
+            return None
+        if header["status"] == status.OK:
+            return FetchOutcome(status.OK, Payload(data, header["format"]), header["message"])
+        return FetchOutcome(header["status"], message=header["message"])
+
+    def _read_entry(self, path):
+        """(bytes, identity) of an entry file; _Corrupt if it is no plain, capped file."""
+        if not self._inside(path):
+            if not os.path.lexists(path):
+                raise FileNotFoundError(path)
+            # Not ours to remove: the file lives outside the cache.
+            self._warn_once(f"cache entry {path.name} lies in a linked folder outside "
+                            f"{self.directory}; ignored", CacheCorruptionWarning)
+            raise FileNotFoundError(path)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+                raise _Corrupt("a symbolic link, not a file") from None
+            raise
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise _Corrupt("not a regular file")
+            if st.st_size > self._max_file_bytes:
+                raise _Corrupt(f"{st.st_size} bytes, over the cap of {self._max_file_bytes}")
+            blob = fh.read(self._max_file_bytes + 1)
+        if len(blob) > self._max_file_bytes:
+            raise _Corrupt(f"over the cap of {self._max_file_bytes} bytes")
+        return blob, _identity(st)
+
+    def put(self, key, outcome):
+        """Store the outcome of a fetch.
+
+        Parameters
+        ----------
+        key : str
+            Cache key.
+        outcome : FetchOutcome
+            Stored if its status is ``"ok"`` (with a payload) or
+            ``"no_coverage"``; any other status (``"fetch_failed"``, ...)
+            is ignored so that transient failures are retried next time.
+
+        Raises
+        ------
+        ValueError
+            If ``key`` is not valid, or an ``"ok"`` outcome has no payload
+            or a payload format that is not a short plain word.
+
+        Notes
+        -----
+        A write that fails (read-only directory, full disk, no permission)
+        does not raise: it gives one :class:`CacheUnavailableWarning` and
+        this instance stops writing, so the run goes on uncached.
+        """
+        path = self.path(key)
+        if outcome.status not in _STORED:
+            return
+        if outcome.status == status.OK:
+            payload = outcome.payload
+            if payload is None:
+                raise ValueError("an 'ok' outcome must carry a payload")
+            fmt = str(payload.format)
+            if _FORMAT_RE.fullmatch(fmt) is None:
+                raise ValueError(f"invalid payload format {payload.format!r}")
+            data = bytes(payload.data)
+        else:
+            fmt, data = None, b""
+        if self._write_failed is not None:
+            return
+        blob = _encode(key, outcome.status, fmt, outcome.message or "", data)
+        try:
+            self._write(path, key, blob)
+        except OSError as exc:
+            self._stop_writing(exc)
+
+    def _write(self, path, key, blob):
+        # A concurrent clear() may remove the (empty) shard directory between
+        # makedirs and the write; recreate it and try again.
+        for attempt in range(3):
+            try:
+                self._ensure_root()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if not self._inside(path):
+                    self._warn_once(f"cache folder {path.parent} is a link out of "
+                                    f"{self.directory}; cutouts are not written through it",
+                                    CacheCorruptionWarning)
+                    return
+                atomic_write_bytes(path, blob, prefix=f".{key[:40]}.")
+                return
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+
+    def _stop_writing(self, exc):
+        """Give up writing after a failure (read-only or full disk), with one warning."""
+        with self._write_lock:
+            if self._write_failed is not None:
+                return
+            self._write_failed = exc
+        reason = exc.strerror or type(exc).__name__
+        warnings.warn(
+            f"cannot write the cutout cache {self.directory} ({reason}); going on without "
+            "storing cutouts (they will be fetched again next time)",
+            CacheUnavailableWarning, stacklevel=4)
+
+    def _warn_once(self, message, category):
+        with self._write_lock:
+            if message in self._warned:
+                return
+            self._warned.add(message)
+        warnings.warn(message, category, stacklevel=4)
+
+    @property
+    def writable(self):
+        """False once a write has failed (read-only or full cache): no more are tried."""
+        return self._write_failed is None
+
+    def delete(self, key):
+        """Remove the entry for ``key``.
+
+        Returns
+        -------
+        bool
+            Whether an entry was removed.
+        """
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _discard(self, path, ident, reason):
+        warnings.warn(
+            f"damaged cache entry {path.name} ({reason}); removed, it will be fetched again",
+            CacheCorruptionWarning,
+            stacklevel=3,
+        )
+        # Only unlink the file we actually read (or, for what was never read,
+        # a link, FIFO or device, whatever is there but a regular file): a
+        # writer may have replaced it with a good one meanwhile.
+        try:
+            st = os.lstat(path)
+            if (_identity(st) == ident if ident is not None
+                    else not stat.S_ISDIR(st.st_mode)):
+                path.unlink()
+        except OSError:
+            pass
+
+    # -- maintenance -----------------------------------------------------------
+
+    def _entries(self):
+        """Yield ``(key, os.DirEntry)`` for every entry file in the cache.
+
+        Only files that follow the cache's own naming exactly are yielded
+        (``<backend>/<xx>/<key>.cutout`` with matching backend and shard),
+        so maintenance never touches files that merely live in the
+        directory.
+        """
+        try:
+            backends = list(os.scandir(self.directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for bdir in backends:
+            if bdir.name.startswith(".") or not bdir.is_dir(follow_symlinks=False):
+                continue
+            try:
+                shards = list(os.scandir(bdir.path))
+            except OSError:
+                continue
+            for sdir in shards:
+                if _SHARD_RE.fullmatch(sdir.name) is None or not sdir.is_dir(
+                    follow_symlinks=False
+                ):
+                    continue
+                try:
+                    files = list(os.scandir(sdir.path))
+                except OSError:
+                    continue
+                for entry in files:
+                    name = entry.name
+                    if not name.endswith(_SUFFIX):
+                        continue
+                    key = name[: -len(_SUFFIX)]
+                    if (
+                        _KEY_RE.fullmatch(key) is None
+                        or _backend_of(key) != bdir.name
+                        or _shard_of(key) != sdir.name
+                        or not entry.is_file(follow_symlinks=False)
+                    ):
+                        continue
+                    yield key, entry
+
+    def keys(self):
+        """Keys of all entries (in no particular order)."""
+        return [key for key, _ in self._entries()]
+
+    def info(self):
+        """Summary of the cache content.
+
+        Returns
+        -------
+        dict
+            ``directory`` (str), ``entries`` (number of entry files),
+            ``no_coverage`` (how many of them remember a blank answer),
+            ``bytes`` (total size of the entry files, bytes) and
+            ``by_backend`` (entries per backend name).  Only headers are
+            read: payload checksums are checked by :meth:`get`.
+        """
+        entries = no_coverage = nbytes = 0
+        by_backend = {}
+        for key, entry in self._entries():
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+                with open(entry.path, "rb") as fh:
+                    header = _read_header(fh)
+            except FileNotFoundError:
+                continue  # removed by someone else meanwhile
+            except (OSError, _Corrupt):
+                header = None
+            entries += 1
+            nbytes += size
+            backend = _backend_of(key)
+            by_backend[backend] = by_backend.get(backend, 0) + 1
+            if header is not None and header["status"] == status.NO_COVERAGE:
+                no_coverage += 1
+        return {
+            "directory": str(self.directory),
+            "entries": entries,
+            "no_coverage": no_coverage,
+            "bytes": nbytes,
+            "by_backend": dict(sorted(by_backend.items())),
+        }
+
+    def remove_stale_temp_files(self, max_age=None):
+        """Remove temporary files that killed writers left in the cache.
+
+        Parameters
+        ----------
+        max_age : float, optional
+            Seconds since a temporary file last changed after which it is
+            removed; default :data:`lsbg_classify.atomic.STALE_AFTER` (an
+            hour: a write takes milliseconds, so an older one is no
+            writer's at work).
+
+        Returns
+        -------
+        int
+            Files removed.
+        """
+        options = {} if max_age is None else {"max_age": max_age}
+        removed = remove_stale_temp_files(self.directory, **options)
+        for folder in self._folders():
+            removed += remove_stale_temp_files(folder, **options)
+        return removed
+
+    def _folders(self):
+        """Backend and shard directories (no links followed)."""
+        try:
+            backends = [e for e in os.scandir(self.directory)
+                        if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return
+        for bdir in backends:
+            yield bdir.path
+            try:
+                shards = list(os.scandir(bdir.path))
+            except OSError:
+                continue
+            for sdir in shards:
+                if _SHARD_RE.fullmatch(sdir.name) and sdir.is_dir(follow_symlinks=False):
+                    yield sdir.path
+
+    def clear(self, backend=None):
+        """Remove cache entries.
+
+        Parameters
+        ----------
+        backend : str, optional
+            Remove only entries whose key starts with ``f"{backend}-"``;
+            all entries if not given.
+
+        Returns
+        -------
+        int
+            Number of entries removed.
+
+        Notes
+        -----
+        Only files that follow the cache's naming inside its directory are
+        removed (plus shard directories left empty); anything else that
+        lives there, ``CACHEDIR.TAG`` included, is left alone.
+        """
+        prefix = None if backend is None else f"{validate_key(str(backend))}-"
+        self.remove_stale_temp_files()
+        removed = 0
+        dirs = set()
+        for key, entry in self._entries():
+            if prefix is not None and not key.startswith(prefix):
+                continue
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed += 1
+            dirs.add(os.path.dirname(entry.path))
+        for d in dirs:
+            try:
+                os.rmdir(d)  # only succeeds if empty
+            except OSError:
+                pass
+        return removed
+
+
+# -- file format --------------------------------------------------------------
+
+
+def _identity(st):
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _encode(key, status_, fmt, message, data):
+    header = json.dumps(
+        {
+            "key": key,
+            "status": status_,
+            "format": fmt,
+            "message": message,
+            "length": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+        sort_keys=True,
+    ).encode("utf-8")
+    prefix = _PREFIX.pack(_MAGIC, _VERSION, len(header), zlib.crc32(header))
+    return prefix + header + data
+
+
+def _parse_header(prefix, header_bytes):
+    magic, version, hlen, crc = prefix
+    if magic != _MAGIC:
+        raise _Corrupt("not a cache file")
+    if version != _VERSION:
+        raise _Corrupt(f"unsupported format version {version}")
+    if len(header_bytes) != hlen:
+        raise _Corrupt("truncated header")
+    if zlib.crc32(header_bytes) != crc:
+        raise _Corrupt("header checksum mismatch")
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+        ok = (
+            isinstance(header, dict)
+            and isinstance(header["key"], str)
+            and header["status"] in _STORED
+            and isinstance(header["message"], str)
+            and isinstance(header["length"], int)
+            and isinstance(header["sha256"], str)
+            and (
+                isinstance(header["format"], str)
+                if header["status"] == status.OK
+                else header["format"] is None
+            )
+        )
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise _Corrupt("unreadable header")
+    return header
+
+
+def _read_header(fh):
+    raw = fh.read(_PREFIX.size)
+    if len(raw) != _PREFIX.size:
+        raise _Corrupt("truncated header")
+    prefix = _PREFIX.unpack(raw)
+    if prefix[2] > _MAX_HEADER:
+        raise _Corrupt("unreadable header")
+    return _parse_header(prefix, fh.read(prefix[2]))
+
+
+def _decode(blob):
+    """Split a cache file into its header and verified payload."""
+    if len(blob) < _PREFIX.size:
+        raise _Corrupt("truncated header")
+    prefix = _PREFIX.unpack_from(blob)
+    hlen = prefix[2]
+    if hlen > _MAX_HEADER:
+        raise _Corrupt("unreadable header")
+    start = _PREFIX.size + hlen
+    header = _parse_header(prefix, blob[_PREFIX.size : start])
+    data = blob[start:]
+    if len(data) != header["length"]:
+        raise _Corrupt(f"payload is {len(data)} bytes, expected {header['length']}")
+    if hashlib.sha256(data).hexdigest() != header["sha256"]:
+        raise _Corrupt("payload checksum mismatch")
+    return header, data
+
+
+#: The ``cache=`` default of the pipeline's functions: the per-user cache in
+#: :func:`default_cache_dir`.
+DEFAULT_CACHE = True
+
+
+def as_cache(cache):
+    """The one reading of a ``cache=`` argument.
+
+    Parameters
+    ----------
+    cache : CutoutCache, None, bool or path-like
+        A cache is used as it is; None (or False) means no cache;
+        :data:`DEFAULT_CACHE` (True) the per-user cache; a path a cache in
+        that directory.
+
+    Returns
+    -------
+    CutoutCache or None
+    """
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, CutoutCache):
+        return cache
+    if cache is DEFAULT_CACHE:
+        return CutoutCache()
+    return CutoutCache(cache)
