@@ -36,10 +36,13 @@ def test_build_models_runs_the_whole_recipe_and_installs_cards(tmp_path):
     assert des_card["ensemble_members"] == ["snapshot_01.weights.h5", "snapshot_02.weights.h5"]
     assert des_card["snapshot_training"]["epochs_run"] == 4
     assert des_card["shipped_step"] == "distilled"
+    # The fine-tuned network ships, so its threshold comes from the
+    # out-of-fold scores of the fine-tuning set, not from the student's.
     assert set(des_card["steps"]) == {"last_snapshot", "ensemble_tta", "distilled",
-                                      "distilled_cv_threshold"}
+                                      "real_finetuned_cv_threshold"}
+    assert set(des_card["steps"]["real_finetuned_cv_threshold"]) == {"threshold_set_out_of_fold"}
     chosen = des_card["threshold_selection"]
-    assert chosen["subset"] == "random" and chosen["n"] == 8
+    assert chosen["subset"] == "random" and chosen["n"] == 8 and chosen["scores"] == "out_of_fold"
     assert chosen["threshold"] == des_card["decision_threshold"]
     des = des_card["metrics"]
     assert set(des) == {"simulated_des_test", "real_dev_shipped_model",
@@ -52,3 +55,9 @@ def test_build_models_runs_the_whole_recipe_and_installs_cards(tmp_path):
     build_bundled_models(tmp_path / "work", recipe=TINY, verbose=0)
     assert [(tmp_path / "work" / d / "training.json").stat().st_mtime
             for d in ("des", "student")] == before
+    # Cached scores follow their images: the same step on other cutouts is scored afresh.
+    work = tmp_path / "work"
+    changed = tuple(a[::-1].copy() for a in real)
+    build_bundled_models(work, real_sets={"dev": changed}, recipe=TINY, verbose=0)
+    fresh = load_model(work / "student" / "best.weights.h5").predict(changed[0])
+    assert np.allclose(np.load(work / "scores" / "distilled_real_dev.npy"), fresh, atol=1e-6)

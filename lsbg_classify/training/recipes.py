@@ -29,6 +29,7 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_bytes
 from ..pipeline.model import DEFAULT_DECISION_THRESHOLD, file_sha256, load_model, predict_tta
+from ..resume import fingerprint, load_record, save_record
 from ..simulation.conditions import SIMULATOR_VERSION
 from ..simulation.training_set import make_training_set
 from .defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
@@ -189,15 +190,23 @@ def _subset_metrics(y, prob, selection, seed, threshold=DEFAULT_DECISION_THRESHO
     return out
 
 
-def _cached_scores(path, compute):
-    """Scores kept on disk, so a resumed run does not recompute them."""
+def _cached_scores(path, compute, weights, X):
+    """Scores kept on disk, so a resumed run does not recompute them.
+
+    They are reused only while the weights and images they came from are
+    the same (a fingerprint beside them): a rerun with another recipe in the
+    same folder scores afresh instead of reporting stale numbers.
+    """
     path = Path(path)
-    if path.exists():
+    key = fingerprint([file_sha256(w) for w in weights], np.asarray(X))
+    record = path.with_suffix(".json")
+    if path.exists() and (load_record(record) or {}).get("fingerprint") == key:
         return np.load(path)
     scores = np.asarray(compute(), np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, scores)
+    save_record(record, {"fingerprint": key})
     return scores
 
 
@@ -234,7 +243,7 @@ def _distil(work, r, members, X, Xv, yv, verbose):
     if not r["distil_epochs"] or len(members) < 2:
         return None, members[-1]
     soft = _cached_scores(work / "scores" / f"teacher_distil_{n}.npy",
-                          lambda: _ensemble_tta(members, X[:n]))
+                          lambda: _ensemble_tta(members, X[:n]), members, X[:n])
     if not (student_dir / "training.json").exists():
         train(X[:n], soft, Xv, yv, student_dir, initial_weights=members[-1],
               epochs=r["distil_epochs"], learning_rate=r["distil_learning_rate"],
@@ -264,7 +273,9 @@ def _step_scores(name, weights_or_members, sets, work, tta):
             return _ensemble_tta(weights_or_members, X)
         return load_model(weights_or_members).predict(X)
 
-    return {label: _cached_scores(work / "scores" / f"{name}_{label}.npy", lambda X=X: score(X))
+    weights = weights_or_members if tta else [weights_or_members]
+    return {label: _cached_scores(work / "scores" / f"{name}_{label}.npy", lambda X=X: score(X),
+                                  weights, X)
             for label, (X, _, _) in sets.items()}
 
 
@@ -324,27 +335,18 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
         steps["distilled"] = _step_scores("distilled", student, sets, work, False)
     shipped_step = list(steps)[-1]
     des_sim_weights = student
-    threshold = None
-    if threshold_set is not None:
-        threshold = _shipped_threshold(r, steps[shipped_step], des_sim_weights, real_sets,
-                                       threshold_set)
-    cut = threshold["threshold"] if threshold else DEFAULT_DECISION_THRESHOLD
     des_metrics, step_table = _step_tables(steps, sets, shipped_step, seed)
-    if threshold is not None:
-        step_table[f"{shipped_step}_cv_threshold"] = {
-            f"real_{k}": {sub: _summary(mm) for sub, mm in
-                          _subset_metrics(v[1], steps[shipped_step][f"real_{k}"], v[2], seed,
-                                          threshold=cut).items()}
-            for k, v in real_sets.items()}
-    des_test, _ = evaluate_model(load_model(des_sim_weights), Xt, yt, work / "des",
-                                 label="simulated_des_test")
-
-    shipped_des = des_sim_weights
+    shipped_des, oof = des_sim_weights, None
     if real_finetune is not None:
-        finetuned = _finetune_on_real(des_sim_weights, real_finetune, work, r, seed,
-                                      ship_finetuned, des_metrics, des_record)
+        finetuned, oof = _finetune_on_real(des_sim_weights, real_finetune, work, r, seed,
+                                           ship_finetuned, des_metrics, des_record)
         if ship_finetuned:
             shipped_des = finetuned
+    threshold, cut = _threshold_and_rows(r, threshold_set, steps, shipped_step, step_table,
+                                         real_sets, real_finetune, oof, shipped_des,
+                                         des_sim_weights, seed)
+    des_test, _ = evaluate_model(load_model(des_sim_weights), Xt, yt, work / "des",
+                                 label="simulated_des_test")
     hsc_dir = work / "hsc"
     hsc_record, n_hsc_finetune, before, after = _finetune_hsc(shipped_des, hsc_dir, work, r,
                                                               workers, verbose)
@@ -375,6 +377,38 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
     return cards
 
 
+def _threshold_and_rows(r, threshold_set, steps, shipped_step, step_table, real_sets,
+                        real_finetune, oof, shipped_des, des_sim_weights, seed):
+    """The shipped network's class threshold, chosen by cross-validation on ``threshold_set``.
+
+    Returns the selection record (None without a threshold set) and the
+    threshold, and adds the step-table row of the metrics at it.
+    """
+    if threshold_set is None:
+        return None, DEFAULT_DECISION_THRESHOLD
+    if shipped_des == des_sim_weights:
+        threshold = _shipped_threshold(r, steps[shipped_step], des_sim_weights, real_sets,
+                                       threshold_set)
+        cut = threshold["threshold"]
+        step_table[f"{shipped_step}_cv_threshold"] = {
+            f"real_{k}": {sub: _summary(mm) for sub, mm in
+                          _subset_metrics(v[1], steps[shipped_step][f"real_{k}"], v[2], seed,
+                                          threshold=cut).items()}
+            for k, v in real_sets.items()}
+        return threshold, cut
+    # The shipped network is the fine-tuned one: where the threshold set is
+    # the fine-tuning set, only out-of-fold scores are honest.
+    same = np.array_equal(real_finetune[0], threshold_set[0])
+    prob = oof if same else load_model(shipped_des).predict(threshold_set[0])
+    threshold = _choose_threshold(r, prob, threshold_set)
+    cut = threshold["threshold"]
+    step_table["real_finetuned_cv_threshold"] = {
+        "threshold_set" + ("_out_of_fold" if same else ""): {
+            sub: _summary(mm) for sub, mm in
+            _subset_metrics(threshold_set[1], prob, threshold_set[2], seed, threshold=cut).items()}}
+    return threshold | {"scores": "out_of_fold" if same else "fine-tuned model"}, cut
+
+
 def _shipped_threshold(r, shipped_scores, weights, real_sets, threshold_set):
     """The class threshold chosen on ``threshold_set`` for the shipped step's model."""
     name = next((k for k, v in real_sets.items()
@@ -400,7 +434,11 @@ def _step_tables(steps, sets, shipped_step, seed):
 
 def _finetune_on_real(weights, real_finetune, work, r, seed, ship_finetuned, des_metrics,
                       des_record):
-    """Cross-fitted fine-tuning on real DES cutouts; records its metrics, returns the weights."""
+    """Cross-fitted fine-tuning on real DES cutouts; records its metrics.
+
+    Returns the weights fine-tuned on the whole set and the out-of-fold
+    probabilities.
+    """
     Xr, yr, selection = real_finetune
     oof, finetuned = crossfit_finetune(weights, Xr, yr, work / "des_real_finetune",
                                        folds=r["real_folds"], seed=seed)
@@ -410,7 +448,7 @@ def _finetune_on_real(weights, real_finetune, work, r, seed, ship_finetuned, des
         "shipped": bool(ship_finetuned),
         "note": "real_finetune_crossfit metrics are out-of-fold (each cutout scored by a "
                 "model fine-tuned on the other folds, never on it)"}
-    return finetuned
+    return finetuned, oof
 
 
 def _finetune_hsc(des_weights, hsc_dir, work, r, workers, verbose):
