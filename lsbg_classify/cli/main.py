@@ -37,7 +37,8 @@ def build_parser():
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do; lsbg-classify COMMAND --help lists its options")
     for module in _COMMAND_MODULES:
         module.add_parser(sub)
     return parser
