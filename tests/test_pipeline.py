@@ -180,10 +180,13 @@ def test_jpeg_and_fits_modes_agree_on_the_simulated_sky(candidates, untrained_mo
 
 
 def test_pipeline_imports_no_training_simulation_or_evaluation():
+    # The command modules of lsbg_classify.cli are named after the commands,
+    # some of which share a name with the library module they call.
     code = (
         "import sys, lsbg_classify.pipeline, lsbg_classify.cli;"
         "bad = [m for m in sys.modules if m.split('.')[-1] in "
-        "('training', 'simulation', 'evaluate', 'recipes', 'demo', 'calibration')];"
+        "('training', 'simulation', 'evaluate', 'recipes', 'demo', 'calibration')"
+        " and not m.startswith('lsbg_classify.cli.')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
