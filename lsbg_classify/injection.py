@@ -650,7 +650,7 @@ def injection_recovery(model=None, mu0_grid=DEFAULT_MU0_GRID, re_grid=DEFAULT_RE
     ))
 
 
-def run_injection(output_dir, images=None, survey=None, **options):
+def run_injection(output_dir, images=None, background="simulated", survey=None, **options):
     """Run :func:`injection_recovery` and write its table and figure into ``output_dir``.
 
     Parameters
@@ -662,6 +662,8 @@ def run_injection(output_dir, images=None, survey=None, **options):
         Band → FITS image path(s) with WCS of the user's own sky, read by a
         :class:`~lsbg_classify.surveys.local.LocalFitsBackend` of ``survey``
         (default ``"des"``) and injected into instead of ``background``.
+    background : {"simulated", "simulated-artifacts"}
+        The simulated sky to inject into when no ``images`` are given.
     survey : {"des", "hsc"}, optional
         As for :func:`injection_recovery`.
     **options
@@ -678,7 +680,7 @@ def run_injection(output_dir, images=None, survey=None, **options):
         with LocalFitsBackend(survey or "des", images=images) as local:
             table = injection_recovery(background=local, survey=survey, **options)
     else:
-        table = injection_recovery(survey=survey, **options)
+        table = injection_recovery(background=background, survey=survey, **options)
     table.write(out / COMPLETENESS_TABLE, overwrite=True)
     plot_completeness(table, out / COMPLETENESS_FIGURE)
     return table
