@@ -26,29 +26,28 @@ def add_parser(subparsers):
 
 def run(args):
     """Print (and with ``--outdir`` write) the metrics of ``args.model`` on ``args.data``."""
-    import numpy as np
-
-    from ..evaluate import evaluate_model
+    from ..evaluate import evaluate_subsets
     from ..model import load_model
+    from ..reliability import N_BINS
     from ..training import load_dataset
 
     X, y, extra = load_dataset(args.data)
     model = load_model(args.model)
     temperature = (_fitted_temperature(model, args.fit_temperature, args.data)
                    if args.fit_temperature else None)
-    subsets = {"all": np.ones(len(y), bool)}
-    # Sets such as the real development set mark how each cutout was chosen.
-    for name in np.unique(extra["selection"]) if "selection" in extra else ():
-        subsets[str(name)] = extra["selection"] == name
-    for label, rows in subsets.items():
-        table, prob = evaluate_model(model, X[rows], y[rows], args.outdir, args.threshold,
-                                     label=label if len(subsets) > 1 else "test")
-        m = table.meta
+    results = evaluate_subsets(model, X, y, selection=extra.get("selection"),
+                               output_dir=args.outdir, threshold=args.threshold,
+                               temperature=temperature)
+    for label, result in results.items():
+        m = result.table.meta
         print(f"{Path(args.data).name} [{label}]: n = {m['n']}; confusion TN {m['tn']} FP {m['fp']} "
               f"FN {m['fn']} TP {m['tp']}")
-        table.pprint(max_lines=-1)
-        _report_calibration(y[rows], prob, temperature, args.outdir,
-                            label if len(subsets) > 1 else "test", f"{model.name}: {label}")
+        result.table.pprint(max_lines=-1)
+        text = f"expected calibration error ({N_BINS} bins): {result.calibration['ece']:.3f}"
+        if temperature is not None:
+            text += (f"; after temperature scaling (T = {temperature:.3f}): "
+                     f"{result.calibration['ece_scaled']:.3f}")
+        print(text)
     return 0
 
 
@@ -63,18 +62,3 @@ def _fitted_temperature(model, validation, evaluated):
         print("note: T was fitted on the evaluated set itself, so the calibration error after "
               "scaling is optimistic", file=sys.stderr)
     return temperature
-
-
-def _report_calibration(y, prob, temperature, output_dir, label, title):
-    from ..reliability import N_BINS, apply_temperature, calibration_summary, plot_reliability
-
-    summary = calibration_summary(y, prob, temperature)
-    text = f"expected calibration error ({N_BINS} bins): {summary['ece']:.3f}"
-    if temperature is not None:
-        text += f"; after temperature scaling (T = {temperature:.3f}): {summary['ece_scaled']:.3f}"
-    print(text)
-    if output_dir:
-        curves = {"model": prob}
-        if temperature is not None:
-            curves[f"T = {temperature:.2f}"] = apply_temperature(prob, temperature)
-        plot_reliability(y, curves, Path(output_dir) / f"reliability_{label}.png", title=title)
