@@ -350,3 +350,21 @@ def test_package_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, 
     monkeypatch.setattr(demo, "run", bug)
     with pytest.raises(ValueError, match="reshape"):
         main(["demo", "--outdir", "d"])
+
+
+def test_calibrate_compares_real_cutouts_with_the_simulated_sky(tmp_path, capsys):
+    from lsbg_classify.simulation import make_training_set
+
+    X, y = make_training_set(20, seed=5)
+    real = tmp_path / "real.npz"
+    np.savez(real, X=X, y=y, selection=np.array(["random", "other"] * 10))
+    out = tmp_path / "cal"
+    assert main(["calibrate", str(real), "--selection", "random", "-n", "20",
+                 "--outdir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "10 real cutouts from real.npz vs 20 simulated" in text
+    assert text.count("background discriminator") == 2
+    assert len(Table.read(out / "calibration.ecsv")) > 0
+    assert (out / "real_vs_simulated.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["calibrate", str(real), "--selection", "nowhere"]) == 2
+    assert "no real cutouts selected" in capsys.readouterr().err

@@ -30,8 +30,8 @@ def run(args):
     """Compare ``args.real`` with ``args.count`` simulated cutouts."""
     import numpy as np
 
-    from ..calibration import compare_real_vs_simulated, contact_sheet, discriminator_test
-    from ..simulation import SIMULATOR_VERSION, make_training_set
+    from ..calibration import compare_with_simulation
+    from ..simulation import SIMULATOR_VERSION
 
     with np.load(args.real, allow_pickle=False) as data:
         real = data["X"]
@@ -41,20 +41,14 @@ def run(args):
             real = real[data["selection"] == args.selection]
     if len(real) == 0:
         raise UsageError(f"no real cutouts selected from {args.real}")
-    sim, _ = make_training_set(args.count, survey="des", seed=args.seed, randomize=args.randomize,
-                               resample=args.resample)
-    table = compare_real_vs_simulated(real, sim)
-    print(f"{len(real)} real cutouts from {Path(args.real).name} vs {len(sim)} simulated "
+    found = compare_with_simulation(real, args.count, seed=args.seed, randomize=args.randomize,
+                                    resample=args.resample, output_dir=args.outdir)
+    print(f"{len(real)} real cutouts from {Path(args.real).name} vs {found.n_simulated} simulated "
           f"(simulator {SIMULATOR_VERSION}, resample {args.resample}); z = (sim - real) / real scatter")
-    table.pprint(max_lines=-1, max_width=-1)
-    for model in ("logistic", "boosting"):
-        d = discriminator_test(real, sim, seed=args.seed, model=model)
+    found.table.pprint(max_lines=-1, max_width=-1)
+    for model, d in found.discriminators.items():
         print(f"real-vs-simulated background discriminator ({model}): AUC {d['auc']:.2f} "
               f"± {d['auc_std']:.2f} (0.5 = indistinguishable; {d['n_real']} images each)")
-    if args.outdir:
-        out = Path(args.outdir)
-        out.mkdir(parents=True, exist_ok=True)
-        table.write(out / "calibration.ecsv", overwrite=True)
-        contact_sheet(real, sim, out / "real_vs_simulated.png")
-        print(f"wrote {out / 'calibration.ecsv'} and {out / 'real_vs_simulated.png'}")
+    if found.written:
+        print(f"wrote {' and '.join(map(str, found.written))}")
     return 0
