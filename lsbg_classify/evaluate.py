@@ -16,8 +16,8 @@ from .reliability import calibration_summary, plot_reliability
 from .sheets import contact_sheet, pyplot
 from .uncertainty import apply_temperature
 
-__all__ = ["evaluate_subsets", "SubsetEvaluation", "binary_metrics", "bootstrap_intervals", "metrics_table", "plot_confusion",
-           "plot_roc", "plot_history", "evaluate_model", "best_threshold",
+__all__ = ["evaluate_subsets", "SubsetEvaluation", "binary_metrics", "bootstrap_intervals",
+           "metrics_table", "plot_confusion", "plot_roc", "plot_history", "evaluate_model", "best_threshold",
            "crossvalidated_threshold"]
 
 # recall is the LSBG class's recall; specificity is the artifact class's.

@@ -39,7 +39,8 @@ def add_parser(subparsers):
                    help="DES epochs (default: recipes.RECIPE['des_epochs'])")
     p.add_argument("--des-patience", type=int, help="early stop on validation loss (default: none)")
     p.add_argument("--members", type=int,
-                   help="snapshots averaged by the teacher (default: recipes.RECIPE['ensemble_members'])")
+                   help="snapshots averaged by the teacher "
+                        "(default: recipes.RECIPE['ensemble_members'])")
     p.add_argument("--distil-cutouts", type=int,
                    help="simulated cutouts the teacher labels for distillation "
                         "(default: recipes.RECIPE['distil_cutouts'])")

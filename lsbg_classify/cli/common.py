@@ -127,8 +127,8 @@ def add_source_options(p):
     p.add_argument("--backend", default="legacysurvey",
                    help="image source: legacysurvey, hips, local, simulated, or an installed "
                         "plug-in")
-    p.add_argument("--base-url", help="server of the legacysurvey or hips backend "
-                                      "(default: the public service, or $LSBG_CLASSIFY_LEGACYSURVEY_URL)")
+    p.add_argument("--base-url", help="server of the legacysurvey or hips backend (default: the "
+                                      "public service, or $LSBG_CLASSIFY_LEGACYSURVEY_URL)")
     add_option(p, "--image-format", aliases=("--format",), choices=["jpeg", "fits"],
                help="cutout format where the backend offers both (default: the backend's first)")
     p.add_argument("--image", action="append", default=[], metavar="BAND=PATH",

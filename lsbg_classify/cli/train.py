@@ -24,8 +24,9 @@ def add_parser(subparsers):
         p.add_argument("--val", help="validation data set (default: a split of DATA)")
         p.add_argument("--val-fraction", type=float, default=0.125,
                        help="share of DATA held out for validation when --val is not given")
-        p.add_argument("--weights", required=(name == "finetune"),
-                       help="initial weights (.weights.h5)" + (" (required)" if name == "finetune" else ""))
+        required = name == "finetune"
+        p.add_argument("--weights", required=required,
+                       help="initial weights (.weights.h5)" + (" (required)" if required else ""))
         p.add_argument("--epochs", type=int, default=defaults["epochs"], help="training epochs")
         p.add_argument("--batch-size", type=int, default=defaults["batch_size"],
                        help="images per gradient step")
