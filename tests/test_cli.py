@@ -1,6 +1,8 @@
 import argparse
 import hashlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import astropy.units as u
@@ -279,6 +281,15 @@ def test_old_spellings_are_hidden_aliases_of_the_new_options():
 def test_old_spellings_parse_as_the_new_ones(old, new):
     parser = build_parser()
     assert vars(parser.parse_args(old)) == vars(parser.parse_args(new))
+
+
+def test_building_the_parser_imports_neither_numpy_nor_astropy():
+    # --help must answer at once; library defaults are looked up when used.
+    code = ("import sys; from lsbg_classify.cli import build_parser; build_parser();"
+            "print(sorted(m for m in ('numpy', 'astropy', 'sklearn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_library_defaults_are_the_library_constants():
