@@ -1,6 +1,6 @@
 """``lsbg-classify demo``: classify a simulated candidate catalog offline."""
 
-from .common import HelpFormatter, add_option, add_outdir_option
+from .common import HelpFormatter, LibraryDefault, add_option, add_outdir_option
 
 __all__ = ["add_parser", "run"]
 
@@ -10,7 +10,8 @@ def add_parser(subparsers):
     p = subparsers.add_parser("demo", help="classify a simulated candidate catalog offline",
                               formatter_class=HelpFormatter)
     add_outdir_option(p, default="lsbg_demo_output", what="where the results are written")
-    add_option(p, "-n", "--count", aliases=("--rows",), type=int, default=48,
+    add_option(p, "-n", "--count", aliases=("--rows",), type=int,
+               default=LibraryDefault("..demo", "DEFAULT_ROWS"),
                help="candidates to simulate")
     p.add_argument("--survey", default="des", choices=["des", "hsc"],
                    help="survey whose sky is simulated and whose bundled model scores it")
