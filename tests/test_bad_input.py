@@ -130,7 +130,7 @@ BAD_CATALOGS = {
     "masked_cells": ("m.csv", "ra,dec\n10,-45\n,-45\n10,\n",
                      ["masked or missing", "rows 1 (--)", "rows 2 (--)"]),
     "binary_junk_txt": ("junk.txt", bytes(range(256)) * 4, ["junk.txt", "cannot read"]),
-    "xlsx_name": ("cat.xlsx", b"PK\x03\x04" + bytes(200), ["cat.xlsx", "format="]),
+    "xlsx_name": ("cat.xlsx", b"PK\x03\x04" + bytes(200), ["cat.xlsx", "--input-format"]),
     "fits_garbage": ("broken.fits", b"SIMPLE  =                    T" + bytes(range(256)) * 3,
                      ["broken.fits", "cannot read"]),
     "fits_not_a_table": ("image.fits", "image", ["image.fits", "cannot read"]),
@@ -625,7 +625,9 @@ def _nothing_started(tmp_path, cache):
 BAD_OPTIONS = {
     "chunk_size_negative": (["--chunk-size", "-5"], ["--chunk-size", "-5"]),
     "chunk_size_zero": (["--chunk-size", "0"], ["--chunk-size", "at least 1"]),
-    "workers_zero": (["--workers", "0"], ["--workers"]),
+    "threads_zero": (["--threads", "0"], ["--threads"]),
+    # The old spelling is accepted; the message names the flag --help shows.
+    "workers_zero": (["--workers", "0"], ["--threads"]),
     "batch_size_zero": (["--batch-size", "0"], ["--batch-size"]),
     "threshold_above_one": (["--threshold", "1.5"], ["--threshold", "[0, 1]"]),
     "threshold_nan": (["--threshold", "nan"], ["--threshold"]),
@@ -829,7 +831,7 @@ def test_duplicate_ra_columns_are_an_error(weights, tmp_path, capsys):
     path = _write(tmp_path / "dup.csv", "ra,dec,ra\n10,-45,11\n")
     out = tmp_path / "scored.fits"
     _assert_clean_failure(_cli(path, out, weights, tmp_path / "cache"), capsys, out,
-                          ["ra, ra_1", "twice", "ra_col"])
+                          ["ra, ra_1", "twice", "--ra-col"])
 
 
 def test_hdu_chooses_the_table_of_a_multi_hdu_fits(weights, shared_cache, tmp_path, capsys):

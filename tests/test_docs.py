@@ -31,10 +31,12 @@ def _subcommands():
 
 
 def _long_options(subparser):
+    """The long options ``--help`` shows (old spellings kept as hidden aliases are not)."""
     options = []
     for action in subparser._actions:
+        hidden = getattr(action, "hidden_aliases", ())
         for opt in action.option_strings:
-            if opt.startswith("--") and opt != "--help":
+            if opt.startswith("--") and opt != "--help" and opt not in hidden:
                 options.append(opt)
     return options
 

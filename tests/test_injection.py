@@ -203,13 +203,13 @@ def test_local_injection_recovery_leaves_the_files_alone(model, local_images):
 
 def test_inject_command(weights, tmp_path, local_images, capsys):
     out = tmp_path / "out"
-    assert main(["inject", "-o", str(out), "--model", weights, "--mu0", "23,25,2", "--re", "4",
+    assert main(["inject", "--outdir", str(out), "--model", weights, "--mu0", "23,25,2", "--re", "4",
                  "--per-cell", "1", "--seed", "1"]) == 0
     table = Table.read(out / "completeness.ecsv")
     assert len(table) == 2 and list(table["mu0"]) == [23.0, 25.0]
     assert (out / "completeness.png").stat().st_size > 0
     images = [f"--image={band}={path}" for band, path in local_images.items()]
-    assert main(["inject", "-o", str(tmp_path / "local"), "--model", weights, "--mu0", "24",
+    assert main(["inject", "--outdir", str(tmp_path / "local"), "--model", weights, "--mu0", "24",
                  "--re", "4", "--per-cell", "1", "--psf-fwhm", "1.2", "--zero-point", "22.5",
                  *images]) == 0
     assert Table.read(tmp_path / "local" / "completeness.ecsv").meta["background"] == "local"

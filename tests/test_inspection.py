@@ -126,7 +126,7 @@ def test_inspect_command_after_classify(tmp_path, weights, capsys):
     scored["second"] = 1.0 - scored["lsbg_prob"]
     scored.write(tmp_path / "scored2.ecsv")
     capsys.readouterr()
-    assert main(["inspect", str(tmp_path / "scored2.ecsv"), "-o", str(tmp_path / "out"),
+    assert main(["inspect", str(tmp_path / "scored2.ecsv"), "--outdir", str(tmp_path / "out"),
                  "--top", "3", "--compare-col", "second", *source]) == 0
     out = capsys.readouterr().out
     assert "top: 3 rows" in out and "disagree:" in out

@@ -137,7 +137,7 @@ def test_cli_evaluate_reports_calibration_and_fits_a_temperature(tmp_path, capsy
     model = _brightness_model(tmp_path / "over.keras", gain=200.0)  # far too confident
     test = _brightness_set(tmp_path / "test.npz", 400, seed=0)
     val = _brightness_set(tmp_path / "val.npz", 400, seed=1)
-    assert main(["evaluate", test, "--model", model, "-o", str(tmp_path / "eval"),
+    assert main(["evaluate", test, "--model", model, "--outdir", str(tmp_path / "eval"),
                  "--fit-temperature", val]) == 0
     out = capsys.readouterr().out
     line = next(text for text in out.splitlines() if text.startswith("expected calibration"))

@@ -272,7 +272,7 @@ def test_bad_options_are_refused_before_any_work(tmp_path):
 
 
 def _reproduce(work, host, viewer, cache):
-    return main(["reproduce", "--workdir", str(work), "--subset", str(PER_CLASS),
+    return main(["reproduce", "--work-dir", str(work), "--subset", str(PER_CLASS),
                  "--epochs", "1", "--finetune-epochs", "1", "--seed", "0",
                  "--base-url", viewer.url, "--data-url", host.url, "--workers", "4",
                  "--cache", str(cache), "--bootstrap", "50", "--quiet"])

@@ -9,12 +9,27 @@ the LSBG probability, so that confident (saturated) predictions still have
 gradients.  This module sits beside the pipeline; it is not imported by it.
 """
 
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
+from astropy.utils.exceptions import AstropyUserWarning
 
+from .. import status
 from ..figures import new_figure, save_figure
-from ..pipeline.model import as_model_inputs, import_keras, import_tensorflow, keras_network_of
+from ..pipeline.catalog.columns import extract_positions
+from ..pipeline.catalog.read import CatalogError
+from ..pipeline.model import (as_model_inputs, import_keras, import_tensorflow, keras_network_of,
+                              load_model)
+from ..pipeline.options import DEFAULT_WORKERS
+from ..pipeline.scoring import fetch_images
 
-__all__ = ["last_conv_layer", "gradcam", "overlay", "save_gradcam_png"]
+__all__ = ["last_conv_layer", "gradcam", "overlay", "save_gradcam_png", "explain_rows",
+           "ExplainedRows", "FIGURE_FORMATS"]
+
+#: Endings of the figures :func:`explain_rows` writes.
+FIGURE_FORMATS = (".png", ".pdf", ".svg")
 
 # Images per gradient computation: the tape keeps every activation of the
 # batch, about 1 MB per DeepShadows image.
@@ -199,3 +214,98 @@ def save_gradcam_png(images, maps, path, captions=None, title=None, pairs_per_ro
     if title:
         fig.suptitle(title, fontsize=9)
     save_figure(fig, path, dpi=110)
+
+
+@dataclass(frozen=True)
+class ExplainedRows:
+    """What :func:`explain_rows` drew.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The figure written.
+    rows : list of int
+        Catalog rows on the figure, in the order asked for.
+    skipped : dict
+        Catalog row → why it has no map (its status and message).
+    """
+
+    path: Path
+    rows: list
+    skipped: dict = field(default_factory=dict)
+
+
+def explain_rows(table, rows, path, backend, model, *, ra_col=None, dec_col=None, cache=True,
+                 refresh=False, workers=DEFAULT_WORKERS, progress=None, label=None):
+    """Fetch the cutouts of some catalog rows and draw their Grad-CAM maps into one figure.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Catalog with positions.
+    rows : sequence of int
+        Row numbers of ``table``, counted from 0.
+    path : path-like
+        Figure to write: ``.png``, ``.pdf`` or ``.svg``.
+    backend : SurveyBackend
+        Where the cutouts come from.
+    model : str, path-like or LSBGModel
+        ``"des"``, ``"hsc"``, a weights file or a loaded model (Grad-CAM needs
+        the Keras network, so the ``train`` extra).
+    ra_col, dec_col : str, optional
+        Position columns (default: found by name).
+    cache, refresh, workers, progress
+        As for :func:`~lsbg_classify.pipeline.fetch_images`.
+    label : str, optional
+        What the rows are of (e.g. the catalog's file name), shown in the
+        figure's title after the model's name.
+
+    Returns
+    -------
+    ExplainedRows
+
+    Raises
+    ------
+    CatalogError
+        A row number is outside the table, or a row has no valid position.
+    ValueError
+        The figure's ending is not one of :data:`FIGURE_FORMATS`, its folder
+        does not exist, or no row has a cutout.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in FIGURE_FORMATS:
+        raise ValueError(f"cannot tell the figure format from {path.name!r}; end it in "
+                         f"{', '.join(FIGURE_FORMATS)}")
+    if not path.parent.is_dir():
+        raise ValueError(f"the output directory {path.parent} does not exist")
+    rows = [int(r) for r in rows]
+    outside = [r for r in rows if not 0 <= r < len(table)]
+    if outside:
+        raise CatalogError(f"row(s) {', '.join(map(str, outside))} out of range: the catalog has "
+                           f"{len(table)} rows, numbered 0 to {len(table) - 1}")
+    with warnings.catch_warnings():
+        # Invalid rows are reported below by their catalog row numbers.
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        positions = extract_positions(table[rows], ra_col=ra_col, dec_col=dec_col,
+                                      on_invalid="flag")
+    invalid = [r for r, ok in zip(rows, positions.valid) if not ok]
+    if invalid:
+        raise CatalogError(f"row(s) {', '.join(map(str, invalid))} have no valid position")
+    model = load_model(model)
+    fetched = fetch_images(positions.ra, positions.dec, backend, cache=cache, refresh=refresh,
+                           workers=workers, progress=progress)
+    ok = fetched.status == status.OK
+    skipped = {rows[k]: f"{fetched.status[k]} ({fetched.messages.get(int(k), 'no image')})"
+               for k in np.flatnonzero(~ok)}
+    if not ok.any():
+        first = next(iter(skipped.items()))
+        raise ValueError("none of the requested rows has an image to explain (row "
+                         f"{first[0]}: {first[1]})")
+    images = fetched.images[ok]
+    prob = model.predict(images)
+    kept = [r for r, good in zip(rows, ok) if good]
+    captions = [f"row {r}\nRA {ra:.5f} Dec {dec:+.5f}\np = {p:.3f}"
+                for r, ra, dec, p in zip(kept, positions.ra[ok], positions.dec[ok], prob)]
+    save_gradcam_png(images, gradcam(model, images), path, captions=captions,
+                     title=f"Grad-CAM, {model.name}" + (f": {label}" if label else ""))
+    return ExplainedRows(path, kept, skipped)

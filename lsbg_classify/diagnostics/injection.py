@@ -71,6 +71,7 @@ __all__ = [
     "draw_lsbg",
     "inject_into_image",
     "injection_recovery",
+    "run_injection",
     "plot_completeness",
     "wilson_interval",
     "parse_grid",
@@ -79,6 +80,9 @@ __all__ = [
     "SIMULATED_BACKGROUNDS",
 ]
 
+#: Files :func:`run_injection` writes into its output folder.
+COMPLETENESS_TABLE = "completeness.ecsv"
+COMPLETENESS_FIGURE = "completeness.png"
 #: Default grid of central surface brightness (g, mag/arcsec^2): START, STOP, STEP.
 DEFAULT_MU0_GRID = "23,27,0.5"
 #: Default grid of effective radius (arcsec): START, STOP, STEP.
@@ -645,6 +649,42 @@ def injection_recovery(model=None, mu0_grid=DEFAULT_MU0_GRID, re_grid=DEFAULT_RE
         failed=int(sum(failed.values())),
         **described,
     ))
+
+
+def run_injection(output_dir, images=None, background="simulated", survey=None, **options):
+    """Run :func:`injection_recovery` and write its table and figure into ``output_dir``.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Folder (made if missing) for :data:`COMPLETENESS_TABLE` (ECSV) and
+        :data:`COMPLETENESS_FIGURE` (PNG); existing ones are replaced.
+    images : dict, optional
+        Band → FITS image path(s) with WCS of the user's own sky, read by a
+        :class:`~lsbg_classify.surveys.local.LocalFitsBackend` of ``survey``
+        (default ``"des"``) and injected into instead of ``background``.
+    background : {"simulated", "simulated-artifacts"}
+        The simulated sky to inject into when no ``images`` are given.
+    survey : {"des", "hsc"}, optional
+        As for :func:`injection_recovery`.
+    **options
+        The other arguments of :func:`injection_recovery`.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        The completeness table written.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if images:
+        with LocalFitsBackend(survey or "des", images=images) as local:
+            table = injection_recovery(background=local, survey=survey, **options)
+    else:
+        table = injection_recovery(background=background, survey=survey, **options)
+    table.write(out / COMPLETENESS_TABLE, overwrite=True)
+    plot_completeness(table, out / COMPLETENESS_FIGURE)
+    return table
 
 
 def _completeness_table(rows, meta):

@@ -22,6 +22,7 @@ on its own; its links open the position in the Legacy Surveys viewer.
 
 import html
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,11 @@ from ..atomic import atomic_write_bytes
 from ..figures import contact_sheet, png_data_uri
 from ..pipeline.catalog.columns import extract_positions
 from ..pipeline.catalog.read import CatalogError
-from ..pipeline.options import DEFAULT_THRESHOLD
+from ..pipeline.options import DEFAULT_THRESHOLD, DEFAULT_WORKERS
+from ..pipeline.scoring import fetch_images
 
 __all__ = ["SHEET_KINDS", "DEFAULT_ROWS", "select_rows", "inspection_rows",
-           "write_inspection_sheets"]
+           "write_inspection_sheets", "inspect_catalog", "InspectionSheets"]
 
 #: Sheets written by :func:`write_inspection_sheets`, in this order.
 SHEET_KINDS = ("top", "uncertain", "disagree")
@@ -313,3 +315,59 @@ def write_inspection_sheets(table, images, output_dir, n=DEFAULT_ROWS, second_pr
             written[kind] = _sheet(kind, rows, table, image_of, positions.ra, positions.dec, prob,
                                    std, second, second_prob_col, threshold, viewer, out)
     return written
+
+
+@dataclass(frozen=True)
+class InspectionSheets:
+    """What :func:`inspect_catalog` wrote.
+
+    Attributes
+    ----------
+    written : dict
+        Sheet kind → ``{"png": Path, "html": Path}``.
+    rows : dict
+        Sheet kind → rows on the sheet.
+    missing : int
+        Cutouts that could not be fetched (drawn blank).
+    """
+
+    written: dict
+    rows: dict
+    missing: int
+
+
+def inspect_catalog(table, output_dir, backend, *, n=DEFAULT_ROWS, prob_col=PROB_COL,
+                    second_prob_col=None, threshold=DEFAULT_THRESHOLD, survey="des", ra_col=None,
+                    dec_col=None, cache=True, refresh=False, workers=DEFAULT_WORKERS,
+                    progress=None):
+    """Fetch the cutouts of the rows worth a look and write their inspection sheets.
+
+    Only the rows on the sheets are fetched; after ``classify`` they come
+    from the cache.
+
+    Parameters
+    ----------
+    table, output_dir, n, prob_col, second_prob_col, threshold, survey, ra_col, dec_col
+        As for :func:`write_inspection_sheets`.
+    backend : SurveyBackend
+        Where the cutouts come from.
+    cache, refresh, workers, progress
+        As for :func:`~lsbg_classify.pipeline.fetch_images`.
+
+    Returns
+    -------
+    InspectionSheets
+    """
+    selected = inspection_rows(table, n, prob_col, second_prob_col, threshold)
+    rows = np.unique(np.concatenate([np.zeros(0, int), *selected.values()])).astype(int)
+    positions = extract_positions(table, ra_col=ra_col, dec_col=dec_col, on_invalid="flag")
+    fetched = fetch_images(positions.ra[rows], positions.dec[rows], backend, cache=cache,
+                           refresh=refresh, workers=workers, progress=progress,
+                           valid=positions.valid[rows])
+    images = {int(r): fetched.images[i] for i, r in enumerate(rows)}
+    written = write_inspection_sheets(table, images, output_dir, n=n,
+                                      second_prob_col=second_prob_col, survey=survey,
+                                      prob_col=prob_col, threshold=threshold, ra_col=ra_col,
+                                      dec_col=dec_col)
+    return InspectionSheets(written, {kind: len(r) for kind, r in selected.items()},
+                            int(np.sum(fetched.status != status.OK)))

@@ -11,12 +11,18 @@ by number, by eye (:func:`real_vs_simulated_sheet`) and with a classifier
 (:func:`discriminator_test`).
 """
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 from astropy.table import Table
 
 from ..figures import mosaic_sheet
+from ..pipeline.catalog.write import write_catalog
 
 __all__ = [
+    "compare_with_simulation",
+    "SimulationComparison",
     "image_statistics",
     "compare_real_vs_simulated",
     "real_vs_simulated_sheet",
@@ -290,3 +296,74 @@ def discriminator_test(real_X, sim_X, seed=0, folds=5, model="boosting"):
         aucs.append(roc_auc_score(y[te], clf.predict_proba(F[te])[:, 1]))
     return {"auc": float(np.mean(aucs)), "auc_std": float(np.std(aucs)),
             "n_real": int(m), "n_sim": int(m), "model": model}
+
+
+#: Classifiers :func:`compare_with_simulation` runs :func:`discriminator_test` with.
+DISCRIMINATORS = ("logistic", "boosting")
+#: Files :func:`compare_with_simulation` writes into its output folder.
+COMPARISON_TABLE = "calibration.ecsv"
+COMPARISON_SHEET = "real_vs_simulated.png"
+
+
+@dataclass(frozen=True)
+class SimulationComparison:
+    """What :func:`compare_with_simulation` found.
+
+    Attributes
+    ----------
+    table : `~astropy.table.Table`
+        From :func:`compare_real_vs_simulated`.
+    discriminators : dict
+        Classifier name → the result of :func:`discriminator_test`.
+    n_simulated : int
+        Simulated cutouts compared.
+    written : list of pathlib.Path
+        Files written (none without an output folder).
+    """
+
+    table: Table
+    discriminators: dict
+    n_simulated: int
+    written: list
+
+
+def compare_with_simulation(real_X, n_simulated, seed=0, randomize=False, resample="bilinear",
+                            output_dir=None):
+    """Simulate DES cutouts and compare them with real ones, by statistics and by classifiers.
+
+    Parameters
+    ----------
+    real_X : array_like, shape (n, 64, 64, 3), uint8
+        Real model inputs.
+    n_simulated : int
+        Simulated cutouts to draw.
+    seed : int
+        Seed of the simulated sky and of the classifiers' folds.
+    randomize : bool
+        Draw the simulated sky with domain randomisation.
+    resample : str
+        How simulated 256 px cutouts become 64 px (see
+        :func:`~lsbg_classify.simulation.training_set.make_training_set`).
+    output_dir : path-like, optional
+        Folder (made if missing) for :data:`COMPARISON_TABLE` (ECSV) and
+        :data:`COMPARISON_SHEET` (PNG).
+
+    Returns
+    -------
+    SimulationComparison
+    """
+    from ..simulation.training_set import make_training_set
+
+    sim, _ = make_training_set(n_simulated, survey="des", seed=seed, randomize=randomize,
+                               resample=resample)
+    table = compare_real_vs_simulated(real_X, sim)
+    discriminators = {name: discriminator_test(real_X, sim, seed=seed, model=name)
+                      for name in DISCRIMINATORS}
+    written = []
+    if output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_catalog(table, out / COMPARISON_TABLE, overwrite=True)
+        real_vs_simulated_sheet(real_X, sim, out / COMPARISON_SHEET)
+        written = [out / COMPARISON_TABLE, out / COMPARISON_SHEET]
+    return SimulationComparison(table, discriminators, len(sim), written)

@@ -21,13 +21,16 @@ from ..pipeline.scoring import fetch_images
 from ..surveys import get_backend
 from .conditions import truth_label
 
-__all__ = ["demo_catalog", "run_demo"]
+__all__ = ["demo_catalog", "run_demo", "DEFAULT_ROWS"]
+
+#: Candidates the demo simulates unless told.
+DEFAULT_ROWS = 48
 
 # Rough sky boxes inside each survey's footprint, (RA min, RA max, Dec min, Dec max) in degrees.
 FOOTPRINT_BOXES = {"des": (0.0, 60.0, -60.0, -40.0), "hsc": (130.0, 225.0, -1.5, 4.5)}
 
 
-def demo_catalog(n_rows=48, survey="des", seed=0):
+def demo_catalog(n_rows=DEFAULT_ROWS, survey="des", seed=0):
     """A candidate catalog like a source finder's, at random positions.
 
     Returns
@@ -51,7 +54,7 @@ def demo_catalog(n_rows=48, survey="des", seed=0):
     return table
 
 
-def run_demo(output_dir="lsbg_demo_output", n_rows=48, survey="des", seed=0, progress=None):
+def run_demo(output_dir="lsbg_demo_output", n_rows=DEFAULT_ROWS, survey="des", seed=0, progress=None):
     """Run the demo and write its outputs into ``output_dir``.
 
     Returns

@@ -4,6 +4,7 @@ The paper reports accuracy, precision, recall, F1 and ROC AUC with
 bootstrap 95% intervals, confusion matrices and ROC curves; so does this.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,11 @@ from sklearn import metrics as skm
 from ..figures import contact_sheet, new_figure, save_figure
 from ..pipeline.catalog.write import write_catalog
 from ..pipeline.model import DEFAULT_DECISION_THRESHOLD
+from ..pipeline.uncertainty import apply_temperature
+from ..diagnostics.reliability import calibration_summary, plot_reliability
 
-__all__ = ["binary_metrics", "bootstrap_intervals", "metrics_table", "plot_confusion",
-           "plot_roc", "plot_history", "evaluate_model", "best_threshold",
+__all__ = ["evaluate_subsets", "SubsetEvaluation", "binary_metrics", "bootstrap_intervals",
+           "metrics_table", "plot_confusion", "plot_roc", "plot_history", "evaluate_model", "best_threshold",
            "crossvalidated_threshold"]
 
 # recall is the LSBG class's recall; specificity is the artifact class's.
@@ -298,3 +301,62 @@ def evaluate_model(model, X, y, output_dir=None, threshold=DEFAULT_DECISION_THRE
                           labels=np.asarray(y)[wrong],
                           title=f"{model.name}: misclassified in {label} (frame = true class: green LSBG, red artifact)")
     return table, prob
+
+
+@dataclass(frozen=True)
+class SubsetEvaluation:
+    """The evaluation of one subset of a data set (see :func:`evaluate_subsets`).
+
+    Attributes
+    ----------
+    table : `~astropy.table.Table`
+        From :func:`metrics_table`.
+    calibration : dict
+        From :func:`~lsbg_classify.diagnostics.reliability.calibration_summary`.
+    """
+
+    table: Table
+    calibration: dict
+
+
+def evaluate_subsets(model, X, y, selection=None, output_dir=None,
+                     threshold=DEFAULT_DECISION_THRESHOLD, temperature=None):
+    """Evaluate a model on a labelled data set, whole and by how its cutouts were chosen.
+
+    Parameters
+    ----------
+    model : LSBGModel
+    X, y : numpy.ndarray
+        Images (n, 64, 64, 3) and 0/1 labels.
+    selection : array_like of str, optional
+        How each cutout was chosen (e.g. ``"random"``), as the real
+        development set records it; each value is evaluated on its own too.
+    output_dir : path-like, optional
+        Receives what :func:`evaluate_model` writes and
+        ``reliability_<label>.png`` per subset, labelled ``test`` without
+        ``selection``, else ``all`` and the selection values.
+    threshold : float
+        Class threshold.
+    temperature : float, optional
+        A fitted temperature whose calibration is reported beside the model's.
+
+    Returns
+    -------
+    dict
+        Subset label (``"all"`` and each selection value) → :class:`SubsetEvaluation`.
+    """
+    subsets = {"all": np.ones(len(y), bool)}
+    for name in np.unique(selection) if selection is not None else ():
+        subsets[str(name)] = np.asarray(selection) == name
+    results = {}
+    for label, rows in subsets.items():
+        tag = label if len(subsets) > 1 else "test"
+        table, prob = evaluate_model(model, X[rows], y[rows], output_dir, threshold, label=tag)
+        if output_dir is not None:
+            curves = {"model": prob}
+            if temperature is not None:
+                curves[f"T = {temperature:.2f}"] = apply_temperature(prob, temperature)
+            plot_reliability(y[rows], curves, Path(output_dir) / f"reliability_{tag}.png",
+                             title=f"{model.name}: {label}")
+        results[label] = SubsetEvaluation(table, calibration_summary(y[rows], prob, temperature))
+    return results

@@ -13,8 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import status
 from ..atomic import atomic_path, atomic_write_bytes
+from ..pipeline.catalog.columns import extract_positions
+from ..pipeline.catalog.read import CatalogError
 from ..pipeline.model import build_deepshadows, compile_deepshadows, file_sha256, import_keras
+from ..pipeline.options import DEFAULT_WORKERS
+from ..pipeline.preprocess import as_uint8
+from ..pipeline.scoring import fetch_images
 from ..version import __version__
 from .defaults import FINETUNE_DEFAULTS, TRAIN_DEFAULTS
 
@@ -22,7 +28,9 @@ __all__ = [
     "TRAIN_DEFAULTS",
     "FINETUNE_DEFAULTS",
     "load_dataset",
+    "load_selection_set",
     "save_dataset",
+    "fetch_dataset",
     "split_dataset",
     "train",
     "augment_batch",
@@ -59,6 +67,62 @@ def load_dataset(path):
     if not set(np.unique(y)) <= {0, 1}:
         raise ValueError(f"{path}: labels must be 0 (artifact) or 1 (LSBG)")
     return X, y, extra
+
+
+def load_selection_set(path):
+    """Read a data set file as ``(X, y, selection)``, the form model building takes.
+
+    ``selection`` is the file's array of how each cutout was chosen (e.g.
+    ``"random"``), or None where the file has none.
+    """
+    X, y, extra = load_dataset(path)
+    return X, y, extra.get("selection")
+
+
+def fetch_dataset(table, path, backend, *, label_col="label", ra_col=None, dec_col=None,
+                  cache=True, refresh=False, workers=DEFAULT_WORKERS, progress=None):
+    """Fetch the cutouts of a labelled catalog and write them as a data set file.
+
+    Rows without a valid position or a usable cutout are left out; the
+    others keep their position (``ra``, ``dec``) and catalog row number
+    (``row``) beside ``X`` and ``y``.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Catalog with positions and a label column (1 = LSBG, 0 = artifact).
+    path : path-like
+        The ``.npz`` file to write.
+    backend : SurveyBackend
+        Where the cutouts come from.
+    label_col : str
+        The label column.
+    ra_col, dec_col : str, optional
+        Position columns (default: found by name).
+    cache, refresh, workers, progress
+        As for :func:`~lsbg_classify.pipeline.fetch_images`.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (len(table),)
+        Which rows are in the data set.
+
+    Raises
+    ------
+    CatalogError
+        ``label_col`` is not a column, or the positions cannot be read.
+    """
+    if label_col not in table.colnames:
+        raise CatalogError(f"label column {label_col!r} not in the catalog; "
+                           f"columns: {', '.join(table.colnames)}")
+    labels = np.asarray(table[label_col])
+    positions = extract_positions(table, ra_col=ra_col, dec_col=dec_col, on_invalid="flag")
+    fetched = fetch_images(positions.ra, positions.dec, backend, cache=cache, refresh=refresh,
+                           workers=workers, progress=progress, valid=positions.valid)
+    ok = fetched.status == status.OK
+    save_dataset(path, as_uint8(fetched.images[ok]), labels[ok].astype(np.int8),
+                 ra=positions.ra[ok], dec=positions.dec[ok], row=np.flatnonzero(ok))
+    return ok
 
 
 def split_dataset(n, fractions=(0.75, 0.125, 0.125), seed=0):
