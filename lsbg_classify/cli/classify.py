@@ -8,8 +8,18 @@ import tempfile
 from pathlib import Path
 
 from .. import status
-from .common import (CATALOG_FLAGS, HelpFormatter, LibraryDefault, UsageError, add_catalog_options,
-                     add_source_options, backend_from_args, cache_from_args, name_flags, read_input)
+from .common import (
+    CATALOG_FLAGS,
+    HelpFormatter,
+    LibraryDefault,
+    UsageError,
+    add_catalog_options,
+    add_source_options,
+    backend_from_args,
+    cache_from_args,
+    name_flags,
+    read_input,
+)
 
 __all__ = ["add_parser", "run", "EXIT_NOTHING_SCORED"]
 
@@ -125,8 +135,8 @@ def _check_checkpoint(checkpoint):
 def run(args):
     """Score ``args.input`` into ``args.output``; returns the exit status."""
     from ..pipeline.catalog.write import same_file, write_catalog
-    from ..pipeline.options import MESSAGE_COLUMN, check_options
     from ..pipeline.classify import classify_catalog
+    from ..pipeline.options import MESSAGE_COLUMN, check_options
 
     check_options(args.threshold, args.chunk_size, args.threads, args.batch_size,
                   args.mc_samples, args.temperature)

@@ -26,9 +26,9 @@ def add_parser(subparsers):
 
 def run(args):
     """Print (and with ``--outdir`` write) the metrics of ``args.model`` on ``args.data``."""
-    from ..training.evaluate import evaluate_subsets
-    from ..pipeline.model import load_model
     from ..diagnostics.reliability import N_BINS
+    from ..pipeline.model import load_model
+    from ..training.evaluate import evaluate_subsets
     from ..training.train import load_dataset
 
     X, y, extra = load_dataset(args.data)

@@ -3,8 +3,16 @@
 import sys
 from pathlib import Path
 
-from .common import (HelpFormatter, UsageError, add_catalog_options, add_option,
-                     add_source_options, backend_from_args, cache_from_args, read_input)
+from .common import (
+    HelpFormatter,
+    UsageError,
+    add_catalog_options,
+    add_option,
+    add_source_options,
+    backend_from_args,
+    cache_from_args,
+    read_input,
+)
 
 __all__ = ["add_parser", "run", "parse_row_indices"]
 

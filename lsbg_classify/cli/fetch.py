@@ -1,7 +1,13 @@
 """``lsbg-classify fetch``: a labelled catalog's cutouts as a training data set."""
 
-from .common import (HelpFormatter, add_catalog_options, add_source_options, backend_from_args,
-                     cache_from_args, read_input)
+from .common import (
+    HelpFormatter,
+    add_catalog_options,
+    add_source_options,
+    backend_from_args,
+    cache_from_args,
+    read_input,
+)
 
 __all__ = ["add_parser", "run"]
 

@@ -45,7 +45,12 @@ def add_parser(subparsers):
 
 def run(args):
     """Run the injections and write the completeness table and figure into ``args.outdir``."""
-    from ..diagnostics.injection import COMPLETENESS_FIGURE, COMPLETENESS_TABLE, parse_grid, run_injection
+    from ..diagnostics.injection import (
+        COMPLETENESS_FIGURE,
+        COMPLETENESS_TABLE,
+        parse_grid,
+        run_injection,
+    )
 
     table = run_injection(args.outdir, images=parse_images(args.image), survey=args.survey,
                           model=args.model, mu0_grid=parse_grid(args.mu0, "--mu0"),

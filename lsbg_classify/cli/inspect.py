@@ -2,8 +2,16 @@
 
 import sys
 
-from .common import (HelpFormatter, LibraryDefault, add_catalog_options, add_outdir_option,
-                     add_source_options, backend_from_args, cache_from_args, read_input)
+from .common import (
+    HelpFormatter,
+    LibraryDefault,
+    add_catalog_options,
+    add_outdir_option,
+    add_source_options,
+    backend_from_args,
+    cache_from_args,
+    read_input,
+)
 
 __all__ = ["add_parser", "run"]
 

@@ -9,8 +9,23 @@ import argparse
 import sys
 
 from ..version import __version__
-from . import (baselines, bench, build_models, cache, calibrate, classify, demo, evaluate, explain,
-               fetch, inject, inspect, reproduce, simulate, train)
+from . import (
+    baselines,
+    bench,
+    build_models,
+    cache,
+    calibrate,
+    classify,
+    demo,
+    evaluate,
+    explain,
+    fetch,
+    inject,
+    inspect,
+    reproduce,
+    simulate,
+    train,
+)
 from .common import CATALOG_FLAGS, HelpFormatter, UsageError, name_flags, resolve_defaults
 
 __all__ = ["main", "build_parser", "EXIT_ERROR", "EXIT_INTERRUPTED"]

@@ -20,8 +20,13 @@ from .. import status
 from ..figures import new_figure, save_figure
 from ..pipeline.catalog.columns import extract_positions
 from ..pipeline.catalog.read import CatalogError
-from ..pipeline.model import (as_model_inputs, import_keras, import_tensorflow, keras_network_of,
-                              load_model)
+from ..pipeline.model import (
+    as_model_inputs,
+    import_keras,
+    import_tensorflow,
+    keras_network_of,
+    load_model,
+)
 from ..pipeline.options import DEFAULT_WORKERS
 from ..pipeline.scoring import fetch_images
 

@@ -11,11 +11,11 @@ import numpy as np
 from astropy.table import Table
 from sklearn import metrics as skm
 
+from ..diagnostics.reliability import calibration_summary, plot_reliability
 from ..figures import contact_sheet, new_figure, save_figure
 from ..pipeline.catalog.write import write_catalog
 from ..pipeline.model import DEFAULT_DECISION_THRESHOLD
 from ..pipeline.uncertainty import apply_temperature
-from ..diagnostics.reliability import calibration_summary, plot_reliability
 
 __all__ = ["evaluate_subsets", "SubsetEvaluation", "binary_metrics", "bootstrap_intervals",
            "metrics_table", "plot_confusion", "plot_roc", "plot_history", "evaluate_model", "best_threshold",
