@@ -16,7 +16,7 @@ from .common import (
     add_catalog_options,
     add_source_options,
     backend_from_args,
-    cache_from_args,
+    fetch_options,
     name_flags,
     read_input,
 )
@@ -151,13 +151,11 @@ def run(args):
     with backend_from_args(args) as backend:
         scored = classify_catalog(
             table, survey=args.survey, backend=backend, model=args.model,
-            threshold=args.threshold, ra_col=args.ra_col, dec_col=args.dec_col,
-            on_invalid=args.on_invalid, cache=cache_from_args(args), refresh=args.refresh,
-            workers=args.threads, batch_size=args.batch_size,
-            progress=False if args.quiet else None,
+            threshold=args.threshold, on_invalid=args.on_invalid, batch_size=args.batch_size,
             checkpoint_dir=checkpoint, chunk_size=args.chunk_size,
             mc_samples=args.mc_samples, temperature=args.temperature,
             overwrite_columns=args.overwrite_columns, messages=True, tta=args.tta,
+            **fetch_options(args),
         )
     reasons = scored[MESSAGE_COLUMN]
     if not args.messages:

@@ -27,6 +27,7 @@ __all__ = [
     "parse_images",
     "backend_from_args",
     "cache_from_args",
+    "fetch_options",
     "read_input",
     "name_flags",
     "CATALOG_FLAGS",
@@ -224,6 +225,14 @@ def backend_from_args(args):
         if str(exc).startswith("base_url:"):  # the remote backends' URL check
             raise UsageError("--base-url" + str(exc)[len("base_url"):]) from None
         raise
+
+
+def fetch_options(args):
+    """Keyword arguments of the library's fetching functions that the catalog
+    and source options set: position columns, cache, refresh, threads, progress."""
+    return dict(ra_col=args.ra_col, dec_col=args.dec_col, cache=cache_from_args(args),
+                refresh=args.refresh, workers=args.threads,
+                progress=False if args.quiet else None)
 
 
 def cache_from_args(args):

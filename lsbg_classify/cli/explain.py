@@ -10,7 +10,7 @@ from .common import (
     add_option,
     add_source_options,
     backend_from_args,
-    cache_from_args,
+    fetch_options,
     read_input,
 )
 
@@ -53,10 +53,7 @@ def run(args):
     table = read_input(args)
     with backend_from_args(args) as backend:
         drawn = explain_rows(table, rows, args.output, backend, args.model or args.survey,
-                             ra_col=args.ra_col, dec_col=args.dec_col,
-                             cache=cache_from_args(args), refresh=args.refresh,
-                             workers=args.threads, progress=False if args.quiet else None,
-                             label=Path(args.input).name)
+                             label=Path(args.input).name, **fetch_options(args))
     for row, why in drawn.skipped.items():
         print(f"row {row}: {why}; left out", file=sys.stderr)
     print(f"wrote {drawn.path}: Grad-CAM maps of row(s) {', '.join(map(str, drawn.rows))}")

@@ -5,7 +5,7 @@ from .common import (
     add_catalog_options,
     add_source_options,
     backend_from_args,
-    cache_from_args,
+    fetch_options,
     read_input,
 )
 
@@ -32,8 +32,6 @@ def run(args):
     table = read_input(args)
     with backend_from_args(args) as backend:
         kept = fetch_dataset(table, args.output, backend, label_col=args.label_col,
-                             ra_col=args.ra_col, dec_col=args.dec_col,
-                             cache=cache_from_args(args), refresh=args.refresh,
-                             workers=args.threads, progress=False if args.quiet else None)
+                             **fetch_options(args))
     print(f"wrote {args.output}: {kept.sum()} of {len(kept)} rows have cutouts")
     return 0

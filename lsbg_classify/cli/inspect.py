@@ -9,7 +9,7 @@ from .common import (
     add_outdir_option,
     add_source_options,
     backend_from_args,
-    cache_from_args,
+    fetch_options,
     read_input,
 )
 
@@ -45,9 +45,7 @@ def run(args):
     with backend_from_args(args) as backend:
         sheets = inspect_catalog(table, args.outdir, backend, n=args.top, prob_col=args.prob_col,
                                  second_prob_col=args.compare_col, threshold=args.threshold,
-                                 survey=args.survey, ra_col=args.ra_col, dec_col=args.dec_col,
-                                 cache=cache_from_args(args), refresh=args.refresh,
-                                 workers=args.threads, progress=False if args.quiet else None)
+                                 survey=args.survey, **fetch_options(args))
     if sheets.missing:
         print(f"warning: {sheets.missing} cutouts could not be fetched and are shown blank",
               file=sys.stderr)
