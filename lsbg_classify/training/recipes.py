@@ -190,15 +190,16 @@ def _subset_metrics(y, prob, selection, seed, threshold=DEFAULT_DECISION_THRESHO
     return out
 
 
-def _cached_scores(path, compute, weights, X):
+def _cached_scores(path, compute, weight_digests, X):
     """Scores kept on disk, so a resumed run does not recompute them.
 
+    ``weight_digests`` are the SHA-256 sums of the weights that made them.
     They are reused only while the weights and images they came from are
     the same (a fingerprint beside them): a rerun with another recipe in the
     same folder scores afresh instead of reporting stale numbers.
     """
     path = Path(path)
-    key = fingerprint([file_sha256(w) for w in weights], np.asarray(X))
+    key = fingerprint(weight_digests, np.asarray(X))
     record = path.with_suffix(".json")
     if path.exists() and (load_record(record) or {}).get("fingerprint") == key:
         return np.load(path)
@@ -243,7 +244,8 @@ def _distil(work, r, members, X, Xv, yv, verbose):
     if not r["distil_epochs"] or len(members) < 2:
         return None, members[-1]
     soft = _cached_scores(work / "scores" / f"teacher_distil_{n}.npy",
-                          lambda: _ensemble_tta(members, X[:n]), members, X[:n])
+                          lambda: _ensemble_tta(members, X[:n]),
+                          [file_sha256(m) for m in members], X[:n])
     if not (student_dir / "training.json").exists():
         train(X[:n], soft, Xv, yv, student_dir, initial_weights=members[-1],
               epochs=r["distil_epochs"], learning_rate=r["distil_learning_rate"],
@@ -273,9 +275,10 @@ def _step_scores(name, weights_or_members, sets, work, tta):
             return _ensemble_tta(weights_or_members, X)
         return load_model(weights_or_members).predict(X)
 
-    weights = weights_or_members if tta else [weights_or_members]
+    # The weights' checksums once per step, not once per set.
+    digests = [file_sha256(w) for w in (weights_or_members if tta else [weights_or_members])]
     return {label: _cached_scores(work / "scores" / f"{name}_{label}.npy", lambda X=X: score(X),
-                                  weights, X)
+                                  digests, X)
             for label, (X, _, _) in sets.items()}
 
 
