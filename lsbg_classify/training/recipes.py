@@ -223,6 +223,11 @@ def _summary(metrics):
         "roc_auc_95": metrics["intervals_95"]["roc_auc"]}
 
 
+def _subset_summaries(metrics):
+    """Step-table lines of :func:`_subset_metrics` output, subset by subset."""
+    return {subset: _summary(m) for subset, m in metrics.items()}
+
+
 def _train_des(work, r, X, y, Xv, yv, verbose):
     des_dir = work / "des"
     if not (des_dir / "training.json").exists():
@@ -394,9 +399,8 @@ def _threshold_and_rows(r, threshold_set, steps, shipped_step, step_table, real_
                                        threshold_set)
         cut = threshold["threshold"]
         step_table[f"{shipped_step}_cv_threshold"] = {
-            f"real_{k}": {sub: _summary(mm) for sub, mm in
-                          _subset_metrics(v[1], steps[shipped_step][f"real_{k}"], v[2], seed,
-                                          threshold=cut).items()}
+            f"real_{k}": _subset_summaries(_subset_metrics(
+                v[1], steps[shipped_step][f"real_{k}"], v[2], seed, threshold=cut))
             for k, v in real_sets.items()}
         return threshold, cut
     # The shipped network is the fine-tuned one: where the threshold set is
@@ -406,9 +410,8 @@ def _threshold_and_rows(r, threshold_set, steps, shipped_step, step_table, real_
     threshold = _choose_threshold(r, prob, threshold_set)
     cut = threshold["threshold"]
     step_table["real_finetuned_cv_threshold"] = {
-        "threshold_set" + ("_out_of_fold" if same else ""): {
-            sub: _summary(mm) for sub, mm in
-            _subset_metrics(threshold_set[1], prob, threshold_set[2], seed, threshold=cut).items()}}
+        "threshold_set" + ("_out_of_fold" if same else ""): _subset_summaries(
+            _subset_metrics(threshold_set[1], prob, threshold_set[2], seed, threshold=cut))}
     return threshold | {"scores": "out_of_fold" if same else "fine-tuned model"}, cut
 
 
@@ -429,7 +432,7 @@ def _step_tables(steps, sets, shipped_step, seed):
         step_table[step] = {}
         for label, (_, ys, selection) in sets.items():
             m = _subset_metrics(ys, scores[label], selection, seed)
-            step_table[step][label] = {k: _summary(v) for k, v in m.items()}
+            step_table[step][label] = _subset_summaries(m)
             if step == shipped_step:
                 des_metrics[label if label.startswith("simulated") else f"{label}_shipped_model"] = m
     return des_metrics, step_table
