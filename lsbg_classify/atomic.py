@@ -42,7 +42,7 @@ def new_file_mode(path):
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix="", prefix=None, mode=None):
+def atomic_path(path, suffix="", prefix=None, mode=None, durable=True):
     """A temporary path to write, put in place of ``path`` when the block ends.
 
     Parameters
@@ -58,6 +58,11 @@ def atomic_path(path, suffix="", prefix=None, mode=None):
     mode : int, optional
         Permissions of the new file; default :func:`new_file_mode`
         (mkstemp's own are private, 0600).
+    durable : bool
+        ``fsync`` the file and its directory so that the new content
+        survives a power cut.  Only files that can be made again (derived
+        data) may skip it: after a crash such a file may be empty or
+        damaged, which its reader must detect.
 
     Yields
     ------
@@ -71,17 +76,19 @@ def atomic_path(path, suffix="", prefix=None, mode=None):
     os.close(fd)
     try:
         yield Path(tmp)
-        _fsync(tmp)
+        if durable:
+            _fsync(tmp)
         os.chmod(tmp, mode)
         _replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync(path.parent, directory=True)
+    if durable:
+        _fsync(path.parent, directory=True)
 
 
-def atomic_write_bytes(path, data, prefix=None, mode=0o644):
+def atomic_write_bytes(path, data, prefix=None, mode=0o644, durable=True):
     """Replace ``path`` by a file holding ``data``, atomically (see :func:`atomic_path`).
 
     Parameters
@@ -93,8 +100,10 @@ def atomic_write_bytes(path, data, prefix=None, mode=0o644):
         Start of the temporary file's name (default ``.<name>.``).
     mode : int
         Permissions of the new file.
+    durable : bool
+        See :func:`atomic_path`.
     """
-    with atomic_path(path, prefix=prefix, mode=mode) as tmp:
+    with atomic_path(path, prefix=prefix, mode=mode, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 

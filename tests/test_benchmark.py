@@ -123,7 +123,10 @@ def test_end_to_end_on_a_warm_cache(tmp_path, weights):
     assert warm_cache(ra, dec, cache) == 0  # already warm: nothing rendered again
     result = end_to_end_throughput(ra, dec, load_model(weights), cache)
     assert result["rows"] == 6 and result["ok"] == 6
-    assert result["rows_per_s"] == pytest.approx(6 / result["seconds"])
+    for run in ("decoding", "model_inputs"):
+        assert result[run]["rows_per_s"] == pytest.approx(6 / result[run]["seconds"])
+    assert result["same_probabilities"] is True
+    assert cache.info()["model_inputs"] == 6  # the first run remembered them
     assert result["decode_rows_per_s"] > 0
 
 

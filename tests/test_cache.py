@@ -203,7 +203,8 @@ def test_concurrent_writers(tmp_path):
 def test_info_and_clear(tmp_path):
     cache = CutoutCache(tmp_path)
     assert cache.info() == {
-        "directory": str(tmp_path), "entries": 0, "no_coverage": 0, "bytes": 0, "by_backend": {}
+        "directory": str(tmp_path), "entries": 0, "no_coverage": 0, "bytes": 0, "model_inputs": 0,
+        "by_backend": {},
     }
     for i in range(3):
         cache.put(key_for(i), ok(JPEG_BYTES))
@@ -352,3 +353,85 @@ def test_entry_in_a_linked_folder_outside_the_cache_is_left_alone(tmp_path, leve
     with pytest.warns(CacheCorruptionWarning, match="link out of"):
         cache.put(KEY, ok(JPEG_BYTES + b"new"))
     assert (elsewhere / cache.path(KEY).name).read_bytes().endswith(b"\xff\xd9")
+
+
+# -- model input memos ----------------------------------------------------------
+
+TAG = "v1-64-0123456789abcdef"
+
+
+def _pixels(seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+
+
+def test_model_input_round_trip_and_tag(tmp_path):
+    cache = CutoutCache(tmp_path)
+    payload = Payload(JPEG_BYTES, "jpeg")
+    cache.put(KEY, FetchOutcome(status.OK, payload))
+    assert cache.get_with_model_input(KEY, TAG)[1] is None
+    cache.put_model_input(KEY, TAG, _pixels(), payload)
+    np.testing.assert_array_equal(cache.get_with_model_input(KEY, TAG)[1], _pixels())
+    assert cache.get_with_model_input(KEY, "v2-64-0123456789abcdef")[1] is None  # other recipe
+    info = cache.info()
+    assert info["entries"] == 1 and info["model_inputs"] == 1
+    assert info["bytes"] == cache.path(KEY).stat().st_size + cache.input_path(KEY).stat().st_size
+
+
+def test_model_input_goes_stale_with_its_payload(tmp_path):
+    cache = CutoutCache(tmp_path)
+    old = Payload(JPEG_BYTES, "jpeg")
+    cache.put(KEY, FetchOutcome(status.OK, old))
+    cache.put_model_input(KEY, TAG, _pixels(), old)
+    cache.put(KEY, ok(JPEG_BYTES + b"refetched"))  # a refresh replaced the payload
+    assert cache.get_with_model_input(KEY, TAG)[1] is None
+    assert not cache.input_path(KEY).exists()  # the stale memo is gone
+    cache.put_model_input(KEY, TAG, _pixels(1), old)  # made from the old payload: never used
+    assert cache.get_with_model_input(KEY, TAG)[1] is None
+
+
+def test_model_input_of_a_missing_or_damaged_entry_is_not_used(tmp_path):
+    cache = CutoutCache(tmp_path)
+    payload = Payload(JPEG_BYTES, "jpeg")
+    cache.put(KEY, FetchOutcome(status.OK, payload))
+    cache.put_model_input(KEY, TAG, _pixels(), payload)
+    blob = bytearray(cache.path(KEY).read_bytes())
+    blob[-5] ^= 0xFF
+    cache.path(KEY).write_bytes(bytes(blob))
+    with pytest.warns(CacheCorruptionWarning, match="damaged cache entry"):
+        assert cache.get_with_model_input(KEY, TAG) == (None, None)
+    assert not cache.path(KEY).exists()
+    assert cache.get_with_model_input(KEY, TAG) == (None, None)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_damaged_model_input_is_removed_with_a_warning(tmp_path, damage):
+    cache = CutoutCache(tmp_path)
+    payload = Payload(JPEG_BYTES, "jpeg")
+    cache.put(KEY, FetchOutcome(status.OK, payload))
+    cache.put_model_input(KEY, TAG, _pixels(), payload)
+    path = cache.input_path(KEY)
+    blob = bytearray(path.read_bytes())
+    if damage == "truncate":
+        blob = blob[:-10]
+    elif damage == "flip":
+        blob[-1] ^= 0xFF
+    else:
+        blob = bytearray(b"not a memo at all")
+    path.write_bytes(bytes(blob))
+    with pytest.warns(CacheCorruptionWarning, match=path.name):
+        assert cache.get_with_model_input(KEY, TAG)[1] is None
+    assert not path.exists()
+    assert cache.get(KEY).payload == payload  # the payload itself is kept
+
+
+def test_delete_and_clear_remove_model_inputs(tmp_path):
+    cache = CutoutCache(tmp_path)
+    for i in range(3):
+        payload = Payload(JPEG_BYTES + bytes([i]), "jpeg")
+        cache.put(key_for(i), FetchOutcome(status.OK, payload))
+        cache.put_model_input(key_for(i), TAG, _pixels(i), payload)
+    assert cache.delete(key_for(0))
+    assert not cache.input_path(key_for(0)).exists()
+    assert cache.clear() == 2
+    assert cache.info()["model_inputs"] == 0
+    assert not any(tmp_path.rglob("*.input"))

@@ -242,3 +242,31 @@ def test_worker_caches_close_the_least_recently_used_backend(monkeypatch):
     assert closed == [0]
     assert partitions._worker_backend("simulated", "des", seeds[2]) is opened[2]
     partitions.clear_worker_caches()
+
+
+def test_a_warm_cache_gives_model_inputs_without_decoding(untrained_model, tmp_path, monkeypatch):
+    from lsbg_classify.pipeline import scoring
+
+    decoded = []
+    real = scoring.prepare_payload_uint8
+    monkeypatch.setattr(scoring, "prepare_payload_uint8",
+                        lambda *args: decoded.append(1) or real(*args))
+    backend = CountingBackend()
+    rng = np.random.default_rng(11)
+    ra, dec = rng.uniform(0, 60, 9), rng.uniform(-60, -40, 9)
+    cold = score_positions(ra, dec, backend, untrained_model, cache=tmp_path, progress=False)
+    assert len(decoded) == 9 and CutoutCache(tmp_path).info()["model_inputs"] == 9
+    warm = score_positions(ra, dec, backend, untrained_model, cache=tmp_path, progress=False)
+    assert len(decoded) == 9 and backend.calls == 9  # neither fetched nor decoded again
+    np.testing.assert_array_equal(warm.prob, cold.prob)
+    images = fetch_images(ra, dec, backend, cache=tmp_path, progress=False).images
+    assert len(decoded) == 9
+    uncached = fetch_images(ra, dec, backend, cache=False, progress=False).images
+    np.testing.assert_array_equal(images, uncached)
+    assert len(decoded) == 18 and backend.calls == 18
+    # A refresh fetches and decodes again, and remembers the new inputs.
+    score_positions(ra, dec, backend, untrained_model, cache=tmp_path, refresh=True,
+                    progress=False)
+    assert len(decoded) == 27 and backend.calls == 27
+    score_positions(ra, dec, backend, untrained_model, cache=tmp_path, progress=False)
+    assert len(decoded) == 27 and backend.calls == 27

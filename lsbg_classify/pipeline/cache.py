@@ -30,6 +30,25 @@ Each file is a small self-describing header followed by the payload::
                             "length", "sha256"}
     payload      bytes     ``length`` bytes whose SHA-256 is ``sha256``
 
+Model inputs
+------------
+Decoding and resizing a payload costs more than scoring it, so the pipeline
+also keeps what it made of each payload, the model input, in a second file
+beside the entry::
+
+    <directory>/<backend>/<xx>/<key>.input
+
+with the same layout under its own magic (``b"LSBGINP\x00"``); its JSON
+header holds ``key``, ``tag`` (which preprocessing made the pixels, see
+:func:`~lsbg_classify.pipeline.preprocess.model_input_tag`), ``source``
+(the SHA-256 of the payload they were made from), ``shape``, ``length``
+and ``sha256``, followed by the pixels (uint8).  It is only a memo: it is
+used when its tag is the one asked for and its source is the entry's
+current payload, and otherwise ignored (a refreshed payload makes it
+stale); it is written without ``fsync``, and a damaged one is removed and
+made again, never fetched.  :meth:`CutoutCache.delete` and
+:meth:`CutoutCache.clear` remove it with its entry.
+
 Writes go to a temporary file in the destination directory that is
 flushed, ``fsync``-ed and then moved into place with :func:`os.replace`, an
 atomic rename (:func:`lsbg_classify.atomic.atomic_write_bytes`): several
@@ -48,6 +67,7 @@ written (read-only, full) is warned about once and the run goes on without
 storing cutouts.
 """
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -60,6 +80,7 @@ import threading
 import warnings
 import zlib
 
+import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 
 from .. import status
@@ -90,6 +111,11 @@ _PREFIX = struct.Struct("<8sHII")
 # must not make us allocate gigabytes.
 _MAX_HEADER = 1 << 16
 _SUFFIX = ".cutout"
+_INPUT_MAGIC = b"LSBGINP\x00"
+_INPUT_SUFFIX = ".input"
+# A model input is 64×64×3 bytes; a file claiming more than this is damaged.
+_MAX_INPUT_BYTES = 1 << 20
+_TAG_RE = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
 _KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 _FORMAT_RE = re.compile(r"[A-Za-z0-9_.+-]{1,32}")
 _SHARD_RE = re.compile(r"[0-9a-f]{2}")
@@ -222,6 +248,7 @@ class CutoutCache:
         if directory is None:
             directory = default_cache_dir()
         self.directory = pathlib.Path(os.fspath(directory)).expanduser()
+        self._root = os.fspath(self.directory)
         # A path to a file (e.g. a mistyped --cache) would otherwise surface
         # only on the first lookup, as a NotADirectoryError traceback.
         if self.directory.exists() and not self.directory.is_dir():
@@ -247,8 +274,16 @@ class CutoutCache:
         ValueError
             If ``key`` is not a valid key (see :func:`validate_key`).
         """
+        return pathlib.Path(self._file(key, _SUFFIX))
+
+    def input_path(self, key):
+        """File that holds (or would hold) the model input memo of ``key``."""
+        return pathlib.Path(self._file(key, _INPUT_SUFFIX))
+
+    def _file(self, key, suffix):
+        # Plain strings: pathlib's joins were a fifth of a warm-cache read.
         validate_key(key)
-        return self.directory / _backend_of(key) / _shard_of(key) / (key + _SUFFIX)
+        return os.path.join(self._root, _backend_of(key), _shard_of(key), key + suffix)
 
     def _ensure_root(self):
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -263,8 +298,8 @@ class CutoutCache:
         each: resolving the whole path (``realpath``) cost ten system calls
         per read and was a quarter of a warm-cache run.
         """
-        shard = path.parent
-        for folder in (shard.parent, shard):
+        shard = os.path.dirname(path)
+        for folder in (os.path.dirname(shard), shard):
             try:
                 if not stat.S_ISDIR(os.lstat(folder).st_mode):
                     return False
@@ -315,7 +350,42 @@ class CutoutCache:
         read (a linked shard directory is only skipped, never written
         through).
         """
-        path = self.path(key)
+        found = self._read_verified(key)
+        return None if found is None else _outcome(*found)
+
+    def get_with_model_input(self, key, tag):
+        """Read the entry for ``key`` and, if it is current, its model input memo.
+
+        Parameters
+        ----------
+        key : str
+            Cache key.
+        tag : str
+            The preprocessing the caller would apply
+            (:func:`~lsbg_classify.pipeline.preprocess.model_input_tag`).
+
+        Returns
+        -------
+        outcome : FetchOutcome or None
+            As :meth:`get`.
+        model_input : numpy.ndarray (uint8) or None
+            The pixels stored by :meth:`put_model_input` with this tag, when
+            the entry is intact and holds the payload they were made from;
+            None otherwise (a damaged memo is removed, with a
+            :class:`CacheCorruptionWarning`; a stale one silently).
+        """
+        found = self._read_verified(key)
+        if found is None:
+            return None, None
+        header, data = found
+        outcome = _outcome(header, data)
+        if outcome.status != status.OK:
+            return outcome, None
+        return outcome, self._read_model_input(key, tag, header["sha256"])
+
+    def _read_verified(self, key):
+        """(header, payload bytes) of the entry for ``key``, checksums verified; None if none."""
+        path = self._file(key, _SUFFIX)
         try:
             blob, ident = self._read_entry(path)
         except FileNotFoundError:
@@ -336,17 +406,16 @@ class CutoutCache:
             # Only possible on case-insensitive file systems, where keys that
             # differ in case share a file: not damage, just not our entry.
             return None
-        if header["status"] == status.OK:
-            return FetchOutcome(status.OK, Payload(data, header["format"]), header["message"])
-        return FetchOutcome(header["status"], message=header["message"])
+        return header, data
 
-    def _read_entry(self, path):
+    def _read_entry(self, path, max_bytes=None):
         """(bytes, identity) of an entry file; _Corrupt if it is no plain, capped file."""
+        max_bytes = self._max_file_bytes if max_bytes is None else max_bytes
         if not self._inside(path):
             if not os.path.lexists(path):
                 raise FileNotFoundError(path)
             # Not ours to remove: the file lives outside the cache.
-            self._warn_once(f"cache entry {path.name} lies in a linked folder outside "
+            self._warn_once(f"cache entry {os.path.basename(path)} lies in a linked folder outside "
                             f"{self.directory}; ignored", CacheCorruptionWarning)
             raise FileNotFoundError(path)
         try:
@@ -355,15 +424,17 @@ class CutoutCache:
             if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
                 raise _Corrupt("a symbolic link, not a file") from None
             raise
-        with os.fdopen(fd, "rb") as fh:
-            st = os.fstat(fh.fileno())
+        try:
+            st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise _Corrupt("not a regular file")
-            if st.st_size > self._max_file_bytes:
-                raise _Corrupt(f"{st.st_size} bytes, over the cap of {self._max_file_bytes}")
-            blob = fh.read(self._max_file_bytes + 1)
-        if len(blob) > self._max_file_bytes:
-            raise _Corrupt(f"over the cap of {self._max_file_bytes} bytes")
+            if st.st_size > max_bytes:
+                raise _Corrupt(f"{st.st_size} bytes, over the cap of {max_bytes}")
+            blob = _read_at_most(fd, max_bytes + 1, st.st_size + 1)
+        finally:
+            os.close(fd)
+        if len(blob) > max_bytes:
+            raise _Corrupt(f"over the cap of {max_bytes} bytes")
         return blob, _identity(st)
 
     def put(self, key, outcome):
@@ -411,7 +482,60 @@ class CutoutCache:
         except OSError as exc:
             self._stop_writing(exc)
 
-    def _write(self, path, key, blob):
+    def _read_model_input(self, key, tag, source):
+        """The memo of ``key`` if its tag is ``tag`` and it was made from payload ``source``."""
+        path = self._file(key, _INPUT_SUFFIX)
+        try:
+            blob, ident = self._read_entry(path, _PREFIX.size + _MAX_HEADER + _MAX_INPUT_BYTES)
+            header, pixels = _decode_input(blob)
+        except FileNotFoundError:
+            return None
+        except _Corrupt as exc:
+            self._discard(path, None, str(exc))
+            return None
+        except OSError:
+            return None
+        if header["key"] != key or header["tag"] != tag:
+            return None
+        if header["source"] != source:
+            _unlink_if_same(path, ident)  # stale: its payload was replaced
+            return None
+        return pixels.reshape(header["shape"])
+
+    def put_model_input(self, key, tag, image, payload):
+        """Remember the model input made from ``payload``, the payload cached for ``key``.
+
+        Parameters
+        ----------
+        key : str
+            Cache key.
+        tag : str
+            The preprocessing that made ``image``.
+        image : numpy.ndarray, uint8
+            The model input.
+        payload : Payload
+            The payload it was made from; the memo is used only while the
+            entry holds this payload.
+
+        Notes
+        -----
+        Written atomically but without ``fsync`` (it can always be made
+        again); failures are silent, as for :meth:`put`.
+        """
+        if self._write_failed is not None:
+            return
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        if _TAG_RE.fullmatch(tag) is None:
+            raise ValueError(f"invalid model input tag {tag!r}")
+        if image.nbytes > _MAX_INPUT_BYTES:
+            raise ValueError(f"model input of {image.nbytes} bytes is over the cap")
+        blob = _encode_input(key, tag, hashlib.sha256(payload.data).hexdigest(), image)
+        try:
+            self._write(self.input_path(key), key, blob, durable=False)
+        except OSError as exc:
+            self._stop_writing(exc)
+
+    def _write(self, path, key, blob, durable=True):
         # A concurrent clear() may remove the (empty) shard directory between
         # makedirs and the write; recreate it and try again.
         for attempt in range(3):
@@ -423,7 +547,7 @@ class CutoutCache:
                                     f"{self.directory}; cutouts are not written through it",
                                     CacheCorruptionWarning)
                     return
-                atomic_write_bytes(path, blob, prefix=f".{key[:40]}.")
+                atomic_write_bytes(path, blob, prefix=f".{key[:40]}.", durable=durable)
                 return
             except FileNotFoundError:
                 if attempt == 2:
@@ -461,6 +585,8 @@ class CutoutCache:
         bool
             Whether an entry was removed.
         """
+        with contextlib.suppress(FileNotFoundError):
+            self.input_path(key).unlink()
         try:
             self.path(key).unlink()
         except FileNotFoundError:
@@ -469,25 +595,21 @@ class CutoutCache:
 
     def _discard(self, path, ident, reason):
         warnings.warn(
-            f"damaged cache entry {path.name} ({reason}); removed, it will be fetched again",
+            f"damaged cache entry {os.path.basename(path)} ({reason}); removed, it will be "
+            "fetched again",
             CacheCorruptionWarning,
             stacklevel=3,
         )
         # Only unlink the file we actually read (or, for what was never read,
         # a link, FIFO or device, whatever is there but a regular file): a
         # writer may have replaced it with a good one meanwhile.
-        try:
-            st = os.lstat(path)
-            if (_identity(st) == ident if ident is not None
-                    else not stat.S_ISDIR(st.st_mode)):
-                path.unlink()
-        except OSError:
-            pass
+        _unlink_if_same(path, ident)
 
     # -- maintenance -----------------------------------------------------------
 
-    def _entries(self):
-        """Yield ``(key, os.DirEntry)`` for every entry file in the cache.
+    def _entries(self, suffix=_SUFFIX):
+        """Yield ``(key, os.DirEntry)`` for every entry file (or, with ``suffix=".input"``,
+        every model input memo) in the cache.
 
         Only files that follow the cache's own naming exactly are yielded
         (``<backend>/<xx>/<key>.cutout`` with matching backend and shard),
@@ -516,9 +638,9 @@ class CutoutCache:
                     continue
                 for entry in files:
                     name = entry.name
-                    if not name.endswith(_SUFFIX):
+                    if not name.endswith(suffix):
                         continue
-                    key = name[: -len(_SUFFIX)]
+                    key = name[: -len(suffix)]
                     if (
                         _KEY_RE.fullmatch(key) is None
                         or _backend_of(key) != bdir.name
@@ -540,7 +662,8 @@ class CutoutCache:
         dict
             ``directory`` (str), ``entries`` (number of entry files),
             ``no_coverage`` (how many of them remember a blank answer),
-            ``bytes`` (total size of the entry files, bytes) and
+            ``bytes`` (total size of the entry and model input files,
+            bytes), ``model_inputs`` (model input memos) and
             ``by_backend`` (entries per backend name).  Only headers are
             read: payload checksums are checked by :meth:`get`.
         """
@@ -561,11 +684,17 @@ class CutoutCache:
             by_backend[backend] = by_backend.get(backend, 0) + 1
             if header is not None and header["status"] == status.NO_COVERAGE:
                 no_coverage += 1
+        model_inputs = 0
+        for _, entry in self._entries(_INPUT_SUFFIX):
+            with contextlib.suppress(OSError):
+                nbytes += entry.stat(follow_symlinks=False).st_size
+                model_inputs += 1
         return {
             "directory": str(self.directory),
             "entries": entries,
             "no_coverage": no_coverage,
             "bytes": nbytes,
+            "model_inputs": model_inputs,
             "by_backend": dict(sorted(by_backend.items())),
         }
 
@@ -589,6 +718,21 @@ class CutoutCache:
         removed = remove_stale_temp_files(self.directory, **options)
         for folder in self._folders():
             removed += remove_stale_temp_files(folder, **options)
+        return removed
+
+    def clear_model_inputs(self):
+        """Remove every model input memo, keeping the entries.
+
+        Returns
+        -------
+        int
+            Memos removed.
+        """
+        removed = 0
+        for _, entry in self._entries(_INPUT_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
         return removed
 
     def _folders(self):
@@ -632,15 +776,16 @@ class CutoutCache:
         self.remove_stale_temp_files()
         removed = 0
         dirs = set()
-        for key, entry in self._entries():
-            if prefix is not None and not key.startswith(prefix):
-                continue
-            try:
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue
-            removed += 1
-            dirs.add(os.path.dirname(entry.path))
+        for suffix in (_INPUT_SUFFIX, _SUFFIX):
+            for key, entry in self._entries(suffix):
+                if prefix is not None and not key.startswith(prefix):
+                    continue
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                removed += suffix == _SUFFIX
+                dirs.add(os.path.dirname(entry.path))
         for d in dirs:
             try:
                 os.rmdir(d)  # only succeeds if empty
@@ -652,8 +797,44 @@ class CutoutCache:
 # -- file format --------------------------------------------------------------
 
 
+def _read_at_most(fd, limit, expected):
+    """Read ``fd`` to its end or ``limit`` bytes, whichever comes first.
+
+    One read of the ``expected`` size usually does it: asking for the
+    limit instead (megabytes) made every read allocate that much.
+    """
+    chunks, total = [], 0
+    while total < limit:
+        chunk = os.read(fd, min(limit - total, max(expected - total, 1 << 16)))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _outcome(header, data):
+    if header["status"] == status.OK:
+        return FetchOutcome(status.OK, Payload(data, header["format"]), header["message"])
+    return FetchOutcome(header["status"], message=header["message"])
+
+
 def _identity(st):
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _unlink_if_same(path, ident):
+    """Remove ``path`` if it is still the file read (``ident``); with no identity, if no folder.
+
+    A writer may have replaced the file with a good one meanwhile; a file
+    never read (a link, FIFO or device) is removed whatever it is.
+    """
+    try:
+        st = os.lstat(path)
+        if _identity(st) == ident if ident is not None else not stat.S_ISDIR(st.st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def _encode(key, status_, fmt, message, data):
@@ -670,6 +851,43 @@ def _encode(key, status_, fmt, message, data):
     ).encode("utf-8")
     prefix = _PREFIX.pack(_MAGIC, _VERSION, len(header), zlib.crc32(header))
     return prefix + header + data
+
+
+def _encode_input(key, tag, source, image):
+    data = image.tobytes()
+    header = json.dumps(
+        {"key": key, "tag": tag, "source": source, "shape": list(image.shape),
+         "length": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+        sort_keys=True,
+    ).encode("utf-8")
+    return _PREFIX.pack(_INPUT_MAGIC, _VERSION, len(header), zlib.crc32(header)) + header + data
+
+
+def _decode_input(blob):
+    """Split a model input file into its header and verified pixels (uint8)."""
+    if len(blob) < _PREFIX.size:
+        raise _Corrupt("truncated header")
+    magic, version, hlen, crc = _PREFIX.unpack_from(blob)
+    start = _PREFIX.size + hlen
+    if magic != _INPUT_MAGIC or version != _VERSION or hlen > _MAX_HEADER:
+        raise _Corrupt("not a model input file")
+    header_bytes = blob[_PREFIX.size:start]
+    if len(header_bytes) != hlen or zlib.crc32(header_bytes) != crc:
+        raise _Corrupt("header checksum mismatch")
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+        shape = tuple(int(n) for n in header["shape"])
+        ok = (all(isinstance(header[k], str) for k in ("key", "tag", "source", "sha256"))
+              and header["length"] == len(blob) - start == int(np.prod(shape)))
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise _Corrupt("unreadable header")
+    data = blob[start:]
+    if hashlib.sha256(data).hexdigest() != header["sha256"]:
+        raise _Corrupt("pixel checksum mismatch")
+    header["shape"] = shape
+    return header, np.frombuffer(data, np.uint8)
 
 
 def _parse_header(prefix, header_bytes):

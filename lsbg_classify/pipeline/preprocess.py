@@ -8,6 +8,7 @@ mapping quantised to 8 bits, so a model sees the same thing whichever service
 the pixels came from, in training and in scoring alike.
 """
 
+import hashlib
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -30,6 +31,9 @@ __all__ = [
     "resize_uint8",
     "to_model_input",
     "prepare_payload",
+    "prepare_payload_uint8",
+    "model_input_tag",
+    "MODEL_INPUT_VERSION",
     "as_uint8",
 ]
 
@@ -47,6 +51,12 @@ MAX_CUTOUT_PIXELS = 2048 * 2048
 #: Pillow's filter for the 256 -> 64 resize: the default of ``Image.resize``
 #: for RGB images, which the paper used.
 RESIZE_FILTER = Image.Resampling.BICUBIC
+
+
+#: Version of the payload -> model input recipe; raise it whenever
+#: :func:`prepare_payload_uint8` would give other pixels for the same payload,
+#: so that model inputs remembered in a cache are made again.
+MODEL_INPUT_VERSION = 1
 
 
 class BadImageError(ValueError):
@@ -195,25 +205,44 @@ def to_model_input(rgb, size=MODEL_IMAGE_SIZE):
     return resize_uint8(rgb, size).astype(np.float32) / 255.0
 
 
-def prepare_payload(payload, mapping, size=MODEL_IMAGE_SIZE):
-    """Decode and resample one payload, reporting problems as a status.
+def model_input_tag(mapping, size=MODEL_IMAGE_SIZE):
+    """A short name for the recipe that turns payloads into model inputs.
+
+    Two calls give the same tag exactly when :func:`prepare_payload_uint8`
+    would make the same pixels of any payload: it changes with
+    :data:`MODEL_INPUT_VERSION`, the size, the resize filter and the colour
+    mapping (which FITS payloads go through).  The cache files model inputs
+    under it (:meth:`~lsbg_classify.pipeline.cache.CutoutCache.get_with_model_input`).
+    """
+    recipe = f"{MODEL_INPUT_VERSION}|{size}|{RESIZE_FILTER!r}|{mapping!r}"
+    return f"v{MODEL_INPUT_VERSION}-{size}-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
+
+
+def prepare_payload_uint8(payload, mapping, size=MODEL_IMAGE_SIZE):
+    """Decode and resample one payload to 8 bits, reporting problems as a status.
 
     Returns
     -------
     image : numpy.ndarray or None
-        (size, size, 3) float32 model input, or None when unusable.
+        (size, size, 3) uint8 model input (the model divides by 255), or
+        None when unusable.
     row_status : str
         ``"ok"``, ``"no_coverage"`` (blank cutout) or ``"bad_image"``.
     message : str
         Why the image is unusable, empty when ``row_status == "ok"``.
     """
     try:
-        image = resize_uint8(payload_to_uint8(payload, mapping), size)
-        return image.astype(np.float32) / 255.0, status.OK, ""
+        return resize_uint8(payload_to_uint8(payload, mapping), size), status.OK, ""
     except BlankImageError as exc:
         return None, status.NO_COVERAGE, str(exc)
     except BadImageError as exc:
         return None, status.BAD_IMAGE, str(exc)
+
+
+def prepare_payload(payload, mapping, size=MODEL_IMAGE_SIZE):
+    """:func:`prepare_payload_uint8`, as float32 in [0, 1] (the model's input)."""
+    image, row_status, message = prepare_payload_uint8(payload, mapping, size)
+    return (None if image is None else image.astype(np.float32) / 255.0), row_status, message
 
 
 def as_uint8(images):

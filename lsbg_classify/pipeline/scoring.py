@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .. import status
 from .cache import DEFAULT_CACHE, as_cache
 from .options import DECODE_AHEAD_PER_THREAD, DEFAULT_BATCH_SIZE, DEFAULT_WORKERS
-from .preprocess import MODEL_IMAGE_SIZE, prepare_payload
+from .preprocess import MODEL_IMAGE_SIZE, model_input_tag, prepare_payload_uint8
 from .uncertainty import MC_SEED, apply_temperature, mc_dropout_predict
 
 __all__ = ["fetch_images", "score_positions", "FetchedImages", "Scores"]
@@ -87,11 +87,19 @@ def decode_threads():
     return max(1, os.cpu_count() or 1)
 
 
+_INPUT_SHAPE = (MODEL_IMAGE_SIZE, MODEL_IMAGE_SIZE, 3)
+
+
 def _decode(outcome, mapping):
-    """(image or None, status, message) of one fetch outcome."""
+    """(uint8 image or None, status, message) of one fetch outcome."""
     if outcome.status != status.OK:
         return None, outcome.status, outcome.message
-    return prepare_payload(outcome.payload, mapping)
+    return prepare_payload_uint8(outcome.payload, mapping)
+
+
+def _to_unit_range(images, out):
+    """uint8 model inputs as float32 in [0, 1], written into ``out``."""
+    return np.divide(images, np.float32(255.0), out=out, dtype=np.float32)
 
 
 def _in_order(items, work, threads):
@@ -126,18 +134,30 @@ def _in_order(items, work, threads):
 
 
 def _iter_images(backend, ra, dec, rows, cache, refresh, workers, progress):
-    """Yield (row, image or None, status, message) as cutouts arrive.
+    """Yield (row, uint8 image or None, status, message) as cutouts arrive.
 
     Cached rows come first, in row order, then the fetched ones as they
-    arrive; each is decoded in the worker threads.
+    arrive; each is decoded in the worker threads.  What a payload was
+    decoded to is remembered in the cache beside it, so that a later run
+    on the same cache reads model inputs instead of decoding again.
     """
     mapping = backend.survey.colour
+    tag = model_input_tag(mapping)
     threads = decode_threads()
     bar = _progress(len(rows), "fetch", progress)
 
+    def decode_and_remember(row, outcome):
+        decoded = _decode(outcome, mapping)
+        if cache is not None and decoded[0] is not None:
+            cache.put_model_input(backend.cache_key(ra[row], dec[row]), tag, decoded[0],
+                                  outcome.payload)
+        return decoded
+
     def read_cached(row):
-        hit = cache.get(backend.cache_key(ra[row], dec[row]))
-        return None if hit is None else _decode(hit, mapping)
+        hit, image = cache.get_with_model_input(backend.cache_key(ra[row], dec[row]), tag)
+        if image is not None and image.shape == _INPUT_SHAPE:
+            return image, status.OK, ""
+        return None if hit is None else decode_and_remember(row, hit)
 
     try:
         missing = []
@@ -157,8 +177,10 @@ def _iter_images(backend, ra, dec, rows, cache, refresh, workers, progress):
 
         fetched = backend.fetch(ra[missing], dec[missing], workers=workers,
                                 on_fetched=None if cache is None else store)
-        for (i, outcome), decoded in _in_order(fetched, lambda pair: _decode(pair[1], mapping),
-                                                threads):
+        def decode_fetched(pair):
+            return decode_and_remember(missing[pair[0]], pair[1])
+
+        for (i, outcome), decoded in _in_order(fetched, decode_fetched, threads):
             bar.update()
             yield (missing[i], *decoded)
     finally:
@@ -209,7 +231,7 @@ def fetch_images(ra, dec, backend, cache=DEFAULT_CACHE, refresh=False, workers=D
             images[row] = image
         if message:
             messages[int(row)] = message
-    return FetchedImages(images, row_status, messages)
+    return FetchedImages(_to_unit_range(images, images), row_status, messages)
 
 
 def score_positions(ra, dec, backend, model, cache=DEFAULT_CACHE, refresh=False,
@@ -245,7 +267,8 @@ def score_positions(ra, dec, backend, model, cache=DEFAULT_CACHE, refresh=False,
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     # One batch of model inputs, filled in place and reused for every batch.
-    batch = np.empty((batch_size, MODEL_IMAGE_SIZE, MODEL_IMAGE_SIZE, 3), np.float32)
+    batch = np.empty((batch_size, *_INPUT_SHAPE), np.uint8)
+    batch_inputs = np.empty((batch_size, *_INPUT_SHAPE), np.float32)
     pending_rows = []
 
     rows = np.flatnonzero(valid)
@@ -253,7 +276,7 @@ def score_positions(ra, dec, backend, model, cache=DEFAULT_CACHE, refresh=False,
 
     def flush():
         if pending_rows:
-            images = batch[:len(pending_rows)]
+            images = _to_unit_range(batch[:len(pending_rows)], batch_inputs[:len(pending_rows)])
             prob[pending_rows] = apply_temperature(model.predict(images, batch_size=batch_size),
                                                    temperature)
             if mc_samples:
