@@ -368,10 +368,10 @@ def test_model_input_round_trip_and_tag(tmp_path):
     cache = CutoutCache(tmp_path)
     payload = Payload(JPEG_BYTES, "jpeg")
     cache.put(KEY, FetchOutcome(status.OK, payload))
-    assert cache.get_with_model_input(KEY, TAG)[1] is None
+    assert cache.get_model_input(KEY, TAG) is None
     cache.put_model_input(KEY, TAG, _pixels(), payload)
-    np.testing.assert_array_equal(cache.get_with_model_input(KEY, TAG)[1], _pixels())
-    assert cache.get_with_model_input(KEY, "v2-64-0123456789abcdef")[1] is None  # other recipe
+    np.testing.assert_array_equal(cache.get_model_input(KEY, TAG), _pixels())
+    assert cache.get_model_input(KEY, "v2-64-0123456789abcdef") is None  # other recipe
     info = cache.info()
     assert info["entries"] == 1 and info["model_inputs"] == 1
     assert info["bytes"] == cache.path(KEY).stat().st_size + cache.input_path(KEY).stat().st_size
@@ -383,10 +383,10 @@ def test_model_input_goes_stale_with_its_payload(tmp_path):
     cache.put(KEY, FetchOutcome(status.OK, old))
     cache.put_model_input(KEY, TAG, _pixels(), old)
     cache.put(KEY, ok(JPEG_BYTES + b"refetched"))  # a refresh replaced the payload
-    assert cache.get_with_model_input(KEY, TAG)[1] is None
+    assert cache.get_model_input(KEY, TAG) is None
     assert not cache.input_path(KEY).exists()  # the stale memo is gone
     cache.put_model_input(KEY, TAG, _pixels(1), old)  # made from the old payload: never used
-    assert cache.get_with_model_input(KEY, TAG)[1] is None
+    assert cache.get_model_input(KEY, TAG) is None
 
 
 def test_model_input_of_a_missing_or_damaged_entry_is_not_used(tmp_path):
@@ -397,10 +397,18 @@ def test_model_input_of_a_missing_or_damaged_entry_is_not_used(tmp_path):
     blob = bytearray(cache.path(KEY).read_bytes())
     blob[-5] ^= 0xFF
     cache.path(KEY).write_bytes(bytes(blob))
+    # The memo does not read the payload: only its header's checksum.
+    np.testing.assert_array_equal(cache.get_model_input(KEY, TAG), _pixels())
     with pytest.warns(CacheCorruptionWarning, match="damaged cache entry"):
-        assert cache.get_with_model_input(KEY, TAG) == (None, None)
+        assert cache.get(KEY) is None
     assert not cache.path(KEY).exists()
-    assert cache.get_with_model_input(KEY, TAG) == (None, None)
+    assert cache.get_model_input(KEY, TAG) is None
+    cache.put(KEY, FetchOutcome(status.OK, payload))
+    header_at = 30
+    blob = bytearray(cache.path(KEY).read_bytes())
+    blob[header_at] ^= 0xFF
+    cache.path(KEY).write_bytes(bytes(blob))
+    assert cache.get_model_input(KEY, TAG) is None  # a damaged header: no memo
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
@@ -419,7 +427,7 @@ def test_damaged_model_input_is_removed_with_a_warning(tmp_path, damage):
         blob = bytearray(b"not a memo at all")
     path.write_bytes(bytes(blob))
     with pytest.warns(CacheCorruptionWarning, match=path.name):
-        assert cache.get_with_model_input(KEY, TAG)[1] is None
+        assert cache.get_model_input(KEY, TAG) is None
     assert not path.exists()
     assert cache.get(KEY).payload == payload  # the payload itself is kept
 

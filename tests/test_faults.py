@@ -441,7 +441,11 @@ def test_damaged_cache_file_is_detected_and_refetched(damage, server, model, tmp
     _check_scored(first, table, [status.OK] * 4)
     assert server.total_requests == 4
     with LegacySurveyBackend("des", base_url=server.url) as backend:
-        path = CutoutCache(tmp_path).path(backend.cache_key(RA[BAD], DEC[BAD]))
+        key = backend.cache_key(RA[BAD], DEC[BAD])
+    path = CutoutCache(tmp_path).path(key)
+    # Without its model input memo the entry itself is read (with one, a
+    # payload is not read again: test_a_damaged_payload_behind_a_memo).
+    CutoutCache(tmp_path).input_path(key).unlink()
     damage(path)
     server.reset_counts()
     with pytest.warns(CacheCorruptionWarning, match="damaged cache entry"):
@@ -450,6 +454,21 @@ def test_damaged_cache_file_is_detected_and_refetched(damage, server, model, tmp
     assert server.total_requests == 1 and _requests(server, RA[BAD]) == 1
     np.testing.assert_allclose(again["lsbg_prob"], first["lsbg_prob"], atol=1e-6)
     _check_cache(tmp_path, table, again, server.url)  # the entry was written again, whole
+
+
+def test_a_damaged_payload_behind_a_memo(server, model, tmp_path):
+    table = _catalog()
+    first = _classify(table, server, model, tmp_path)
+    with LegacySurveyBackend("des", base_url=server.url) as backend:
+        key = backend.cache_key(RA[BAD], DEC[BAD])
+    DAMAGE["payload_byte_flipped"](CutoutCache(tmp_path).path(key))
+    server.reset_counts()
+    again = _classify(table, server, model, tmp_path)  # scored from the memo
+    assert server.total_requests == 0
+    np.testing.assert_array_equal(again["lsbg_prob"], first["lsbg_prob"])
+    with pytest.warns(CacheCorruptionWarning, match="damaged cache entry"):
+        assert CutoutCache(tmp_path).get(key) is None  # found once the payload is read
+    assert CutoutCache(tmp_path).get_model_input(key, "any") is None
 
 
 # -- everything at once ---------------------------------------------------------------------------

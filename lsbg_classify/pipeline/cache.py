@@ -71,6 +71,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import pathlib
 import re
@@ -115,6 +116,7 @@ _INPUT_MAGIC = b"LSBGINP\x00"
 _INPUT_SUFFIX = ".input"
 # A model input is 64×64×3 bytes; a file claiming more than this is damaged.
 _MAX_INPUT_BYTES = 1 << 20
+_HEADER_READ = 1024
 _TAG_RE = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
 _KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 _FORMAT_RE = re.compile(r"[A-Za-z0-9_.+-]{1,32}")
@@ -353,8 +355,8 @@ class CutoutCache:
         found = self._read_verified(key)
         return None if found is None else _outcome(*found)
 
-    def get_with_model_input(self, key, tag):
-        """Read the entry for ``key`` and, if it is current, its model input memo.
+    def get_model_input(self, key, tag):
+        """The model input memo of ``key``, if it is current.
 
         Parameters
         ----------
@@ -366,22 +368,56 @@ class CutoutCache:
 
         Returns
         -------
-        outcome : FetchOutcome or None
-            As :meth:`get`.
-        model_input : numpy.ndarray (uint8) or None
+        numpy.ndarray (uint8) or None
             The pixels stored by :meth:`put_model_input` with this tag, when
-            the entry is intact and holds the payload they were made from;
-            None otherwise (a damaged memo is removed, with a
-            :class:`CacheCorruptionWarning`; a stale one silently).
+            the entry's header says it still holds the payload they were
+            made from (the payload itself is not read: its checksum is
+            checked by :meth:`get`, when it is needed); None otherwise.  A
+            damaged memo is removed, with a :class:`CacheCorruptionWarning`;
+            a stale one silently.
         """
-        found = self._read_verified(key)
-        if found is None:
-            return None, None
-        header, data = found
-        outcome = _outcome(header, data)
-        if outcome.status != status.OK:
-            return outcome, None
-        return outcome, self._read_model_input(key, tag, header["sha256"])
+        stem = self._file(key, "")
+        source = self._payload_sha256(stem + _SUFFIX, key)
+        if source is None:
+            return None
+        path = stem + _INPUT_SUFFIX
+        try:
+            # The memo shares the entry's folders, which were just checked.
+            blob, ident = self._read_file(path, _PREFIX.size + _MAX_HEADER + _MAX_INPUT_BYTES)
+            header, pixels = _decode_input(blob)
+        except FileNotFoundError:
+            return None
+        except _Corrupt as exc:
+            self._discard(path, None, str(exc))
+            return None
+        except OSError:
+            return None
+        if header["key"] != key or header["tag"] != tag:
+            return None
+        if header["source"] != source:
+            _unlink_if_same(path, ident)  # stale: its payload was replaced
+            return None
+        return pixels.reshape(header["shape"])
+
+    def _payload_sha256(self, path, key):
+        """The payload checksum in the header of ``key``'s entry at ``path``; None if no usable one."""
+        if not self._inside(path):
+            return None
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError:
+            return None
+        # A small buffer: only the header is read, not the payload behind it.
+        with open(fd, "rb", buffering=_HEADER_READ) as fh:
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
+                header = _read_header(fh)
+            except (OSError, _Corrupt):
+                return None  # get() tells damage apart, and removes it
+        if header["status"] != status.OK or header["key"] != key:
+            return None
+        return header["sha256"]
 
     def _read_verified(self, key):
         """(header, payload bytes) of the entry for ``key``, checksums verified; None if none."""
@@ -418,6 +454,13 @@ class CutoutCache:
             self._warn_once(f"cache entry {os.path.basename(path)} lies in a linked folder outside "
                             f"{self.directory}; ignored", CacheCorruptionWarning)
             raise FileNotFoundError(path)
+        return self._read_file(path, max_bytes)
+
+    def _read_file(self, path, max_bytes):
+        """(bytes, identity) of a plain file of at most ``max_bytes``.
+
+        _Corrupt if it is a link, FIFO, device or larger.
+        """
         try:
             fd = os.open(path, _READ_FLAGS)
         except OSError as exc:
@@ -481,26 +524,6 @@ class CutoutCache:
             self._write(path, key, blob)
         except OSError as exc:
             self._stop_writing(exc)
-
-    def _read_model_input(self, key, tag, source):
-        """The memo of ``key`` if its tag is ``tag`` and it was made from payload ``source``."""
-        path = self._file(key, _INPUT_SUFFIX)
-        try:
-            blob, ident = self._read_entry(path, _PREFIX.size + _MAX_HEADER + _MAX_INPUT_BYTES)
-            header, pixels = _decode_input(blob)
-        except FileNotFoundError:
-            return None
-        except _Corrupt as exc:
-            self._discard(path, None, str(exc))
-            return None
-        except OSError:
-            return None
-        if header["key"] != key or header["tag"] != tag:
-            return None
-        if header["source"] != source:
-            _unlink_if_same(path, ident)  # stale: its payload was replaced
-            return None
-        return pixels.reshape(header["shape"])
 
     def put_model_input(self, key, tag, image, payload):
         """Remember the model input made from ``payload``, the payload cached for ``key``.
@@ -878,7 +901,7 @@ def _decode_input(blob):
         header = json.loads(header_bytes.decode("utf-8"))
         shape = tuple(int(n) for n in header["shape"])
         ok = (all(isinstance(header[k], str) for k in ("key", "tag", "source", "sha256"))
-              and header["length"] == len(blob) - start == int(np.prod(shape)))
+              and header["length"] == len(blob) - start == math.prod(shape))
     except (ValueError, KeyError, TypeError):
         ok = False
     if not ok:

@@ -212,7 +212,7 @@ def model_input_tag(mapping, size=MODEL_IMAGE_SIZE):
     would make the same pixels of any payload: it changes with
     :data:`MODEL_INPUT_VERSION`, the size, the resize filter and the colour
     mapping (which FITS payloads go through).  The cache files model inputs
-    under it (:meth:`~lsbg_classify.pipeline.cache.CutoutCache.get_with_model_input`).
+    under it (:meth:`~lsbg_classify.pipeline.cache.CutoutCache.get_model_input`).
     """
     recipe = f"{MODEL_INPUT_VERSION}|{size}|{RESIZE_FILTER!r}|{mapping!r}"
     return f"v{MODEL_INPUT_VERSION}-{size}-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"

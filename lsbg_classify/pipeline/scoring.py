@@ -154,9 +154,11 @@ def _iter_images(backend, ra, dec, rows, cache, refresh, workers, progress):
         return decoded
 
     def read_cached(row):
-        hit, image = cache.get_with_model_input(backend.cache_key(ra[row], dec[row]), tag)
+        key = backend.cache_key(ra[row], dec[row])
+        image = cache.get_model_input(key, tag)
         if image is not None and image.shape == _INPUT_SHAPE:
             return image, status.OK, ""
+        hit = cache.get(key)
         return None if hit is None else decode_and_remember(row, hit)
 
     try:
