@@ -7,7 +7,6 @@ import threading
 import warnings
 
 import numpy as np
-import pandas as pd
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
@@ -120,6 +119,8 @@ def classify_partition(frame, survey="des", backend="legacysurvey", model=None,
     else:
         prob, row_status = np.empty(0, np.float32), np.empty(0, str)
         std = np.empty(0, np.float32)
+    import pandas as pd  # only partitions of pandas frames come here
+
     scored = np.isfinite(prob)
     out["lsbg_prob"] = prob
     # An empty partition loads no model; its threshold changes nothing.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import re
 import warnings
 from collections.abc import Mapping
@@ -148,6 +149,8 @@ def read_catalog(path, format=None, **kwargs):
     # "Header size is not multiple of 2880 ... the file is corrupted"), which
     # would print several lines ahead of the one-line error.  Hold the
     # warnings back and pass them on only if the file was read after all.
+    if fmt == "parquet":
+        require_format_libraries(fmt, f"read {path}")
     with warnings.catch_warnings(record=True) as caught:
         try:
             if fmt == "votable":
@@ -229,6 +232,24 @@ def _gather_provenance(meta):
         meta[PROVENANCE_KEY] = gathered
 
 
+#: What a format needs beyond the plain install, and the extra that brings it.
+FORMAT_LIBRARIES = {"parquet": (("pyarrow", "pandas"), "parquet")}
+
+
+def require_format_libraries(fmt, doing):
+    """Raise a :class:`CatalogError` naming the extra if ``fmt`` needs libraries not installed.
+
+    astropy reads and writes Parquet through pyarrow and pandas, which are not
+    part of the plain install (together about 250 MB).
+    """
+    needs, extra = FORMAT_LIBRARIES.get(fmt, ((), None))
+    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CatalogError(
+            f"cannot {doing}: {fmt} catalogs need {' and '.join(missing)}; install them with "
+            f'pip install "lsbg-classify[{extra}]"')
+
+
 def _restore_parquet_nulls(table, path):
     """Mask the Arrow nulls of ``path`` in ``table`` as read by astropy.
 
@@ -266,8 +287,8 @@ def _masked_from_arrow(chunked, like):
     elif pa.types.is_boolean(kind):
         data, dtype = chunked.fill_null(False).to_numpy(zero_copy_only=False), bool
     elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        dtype = kind.to_pandas_dtype()
         data = chunked.fill_null(pa.scalar(0, type=kind)).to_numpy(zero_copy_only=False)
+        dtype = data.dtype
     else:
         return like
     return MaskedColumn(np.asarray(data).astype(dtype), name=like.info.name, mask=mask,

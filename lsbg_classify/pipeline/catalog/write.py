@@ -23,6 +23,7 @@ from .read import (
     format_from_path,
     normalise_format,
     one_line,
+    require_format_libraries,
 )
 
 __all__ = ["write_catalog", "same_file"]
@@ -266,6 +267,7 @@ def write_catalog(table, path, format=None, overwrite=False):
             f"{', '.join(FORMATS)} or pass format="
         )
     _check_destination(path, overwrite)
+    require_format_libraries(fmt, f"write {path}")
     suffix = ".gz" if fmt == "fits" and path.name.lower().endswith(".gz") else ""
     try:
         with atomic_path(path, suffix=suffix) as tmp:
