@@ -718,3 +718,20 @@ def test_example_catalogs(name, columns):
     if not name.endswith(".csv"):
         assert table["r_eff"].unit == u.arcsec
         assert {k.lower(): v for k, v in table.meta.items()}["survey"] == name[8:11]
+
+
+def test_parquet_without_its_extra_names_the_extra(tmp_path, monkeypatch):
+    import importlib.util
+
+    table = Table({"ra": [10.0], "dec": [-40.0]})
+    existing = tmp_path / "in.parquet"
+    write_catalog(table, existing)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pandas" else real_find_spec(name, *a))
+    with pytest.raises(CatalogError, match=r'parquet catalogs need pandas.*lsbg-classify\[parquet\]'):
+        read_catalog(existing)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(CatalogError, match=r"cannot write .*out\.parquet.*\[parquet\]"):
+        write_catalog(table, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]  # nothing half-written
