@@ -35,7 +35,12 @@ def test_build_models_runs_the_whole_recipe_and_installs_cards(tmp_path):
     # Two snapshots (one per 2-epoch cycle), averaged, then distilled.
     assert des_card["ensemble_members"] == ["snapshot_01.weights.h5", "snapshot_02.weights.h5"]
     assert des_card["snapshot_training"]["epochs_run"] == 4
-    assert des_card["shipped_step"] == "distilled"
+    # The student only if it kept the last snapshot's simulated validation loss.
+    choice = des_card["simulated_sky_model"]
+    kept = choice["distilled_val_loss"] <= choice["last_snapshot_val_loss"]
+    assert des_card["shipped_step"] == choice["step"] == ("distilled" if kept else "last_snapshot")
+    assert des_card["real_finetune"]["initial_weights"] == (
+        "best.weights.h5" if kept else "snapshot_02.weights.h5")
     # The fine-tuned network ships, so its threshold comes from the
     # out-of-fold scores of the fine-tuning set, not from the student's.
     assert set(des_card["steps"]) == {"last_snapshot", "ensemble_tta", "distilled",
@@ -61,3 +66,19 @@ def test_build_models_runs_the_whole_recipe_and_installs_cards(tmp_path):
     build_bundled_models(work, real_sets={"dev": changed}, recipe=TINY, verbose=0)
     fresh = load_model(work / "student" / "best.weights.h5").predict(changed[0])
     assert np.allclose(np.load(work / "scores" / "distilled_real_dev.npy"), fresh, atol=1e-6)
+
+
+def test_the_student_ships_only_if_it_kept_the_snapshots_quality(tmp_path):
+    from pathlib import Path
+
+    from lsbg_classify.training.recipes import _simulated_sky_model
+
+    members = [Path("snapshot_01.weights.h5"), Path("snapshot_02.weights.h5")]
+    record = {"history": {"val_loss": [0.5, 0.4, 0.35, 0.30]}}
+    student = Path("student/best.weights.h5")
+    step, weights, choice = _simulated_sky_model(record, members, {"best_val_loss": 0.34}, student)
+    assert (step, weights) == ("last_snapshot", members[-1]) and "why" in choice
+    step, weights, _ = _simulated_sky_model(record, members, {"best_val_loss": 0.29}, student)
+    assert (step, weights) == ("distilled", student)
+    step, weights, _ = _simulated_sky_model(record, members, None, members[-1])
+    assert (step, weights) == ("last_snapshot", members[-1])

@@ -130,6 +130,22 @@ def _metrics(table):
     return row
 
 
+def _trained_from(folder, initial_weights):
+    """Whether ``folder`` holds a finished training that started from ``initial_weights``.
+
+    A finished training that started elsewhere (the recipe now starts it
+    from other weights) is removed, so that it is run again rather than
+    reused; an unfinished one is left for :func:`train` to resume.
+    """
+    record = load_record(Path(folder) / "training.json")
+    if record is None:
+        return False
+    if record.get("initial_weights_sha256") == file_sha256(initial_weights):
+        return True
+    shutil.rmtree(folder)
+    return False
+
+
 def crossfit_finetune(initial_weights, X, y, work_dir, folds=5, seed=0, verbose=0,
                       **finetune_options):
     """Honest scores for fine-tuning on a small real set: cross-fitting.
@@ -168,12 +184,12 @@ def crossfit_finetune(initial_weights, X, y, work_dir, folds=5, seed=0, verbose=
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for k, (fit_rows, held_rows) in enumerate(splitter.split(X, y)):
         fold_dir = work / f"fold{k}"
-        if not (fold_dir / "training.json").exists():
+        if not _trained_from(fold_dir, initial_weights):
             train(X[fit_rows], y[fit_rows], None, None, fold_dir, initial_weights=initial_weights,
                   seed=seed + k, verbose=verbose, **options)
         oof[held_rows] = load_model(fold_dir / "best.weights.h5").predict(X[held_rows])
     final = work / "all"
-    if not (final / "training.json").exists():
+    if not _trained_from(final, initial_weights):
         train(X, y, None, None, final, initial_weights=initial_weights, seed=seed, verbose=verbose,
               **options)
     return oof, final / "best.weights.h5"
@@ -341,13 +357,13 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
         steps["ensemble_tta"] = _step_scores("ensemble_tta", members, sets, work, True)
     if student_record is not None:
         steps["distilled"] = _step_scores("distilled", student, sets, work, False)
-    shipped_step = list(steps)[-1]
-    des_sim_weights = student
+    shipped_step, des_sim_weights, choice = _simulated_sky_model(des_record, members,
+                                                                student_record, student)
     des_metrics, step_table = _step_tables(steps, sets, shipped_step, seed)
-    shipped_des, oof = des_sim_weights, None
+    shipped_des, oof, finetune_record = des_sim_weights, None, None
     if real_finetune is not None:
-        finetuned, oof = _finetune_on_real(des_sim_weights, real_finetune, work, r, seed,
-                                           ship_finetuned, des_metrics, des_record)
+        finetuned, oof, finetune_record = _finetune_on_real(des_sim_weights, real_finetune, work,
+                                                            r, seed, ship_finetuned, des_metrics)
         if ship_finetuned:
             shipped_des = finetuned
     threshold, cut = _threshold_and_rows(r, threshold_set, steps, shipped_step, step_table,
@@ -361,15 +377,18 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
 
     common = {"simulator_version": SIMULATOR_VERSION, "recipe": r,
               "command": "lsbg-classify build-models"}
-    des_card = {**(student_record or des_record), **common,
+    des_card = {**(student_record if shipped_step == "distilled" else des_record), **common,
                 "training_data": f"simulated DES g,r,z sky, {len(X)} train / {len(Xv)} validation",
                 "snapshot_training": {k: v for k, v in des_record.items() if k != "history"},
                 "ensemble_members": [m.name for m in members],
                 "shipped_step": shipped_step,
+                "simulated_sky_model": choice,
                 "decision_threshold": cut,
                 "threshold_selection": threshold,
                 "steps": step_table,
                 "metrics": des_metrics | {"simulated_des_test": _metrics(des_test)}}
+    if finetune_record is not None:
+        des_card["real_finetune"] = finetune_record
     if shipped_des != des_sim_weights:
         des_card["training_data"] += "; then fine-tuned on real labelled DES cutouts"
     cards = {
@@ -383,6 +402,31 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
     }
     _ship({"des": shipped_des, "hsc": hsc_dir / "best.weights.h5"}, cards, work, install_dir)
     return cards
+
+
+def _simulated_sky_model(des_record, members, student_record, student):
+    """The simulated-sky DES network: the student if it kept the teacher's quality.
+
+    The student must reach a simulated validation loss no higher than the
+    last snapshot's (the network it starts from), else distillation lost
+    more than it gained and the last snapshot is used.  Real cutouts play
+    no part in the choice.
+
+    Returns the step name, the weights and a record of the choice.
+    """
+    history = des_record["history"]["val_loss"]
+    snapshot_loss = history[-1] if members[-1].name.startswith("snapshot") else min(history)
+    choice = {"last_snapshot_val_loss": float(snapshot_loss)}
+    if student_record is None:
+        return "last_snapshot", members[-1], choice | {"step": "last_snapshot"}
+    student_loss = float(student_record["best_val_loss"])
+    choice["distilled_val_loss"] = student_loss
+    if student_loss <= snapshot_loss:
+        return "distilled", student, choice | {"step": "distilled"}
+    return "last_snapshot", members[-1], choice | {
+        "step": "last_snapshot",
+        "why": "the distilled student's simulated validation loss is higher than the last "
+               "snapshot's"}
 
 
 def _threshold_and_rows(r, threshold_set, steps, shipped_step, step_table, real_sets,
@@ -438,23 +482,22 @@ def _step_tables(steps, sets, shipped_step, seed):
     return des_metrics, step_table
 
 
-def _finetune_on_real(weights, real_finetune, work, r, seed, ship_finetuned, des_metrics,
-                      des_record):
+def _finetune_on_real(weights, real_finetune, work, r, seed, ship_finetuned, des_metrics):
     """Cross-fitted fine-tuning on real DES cutouts; records its metrics.
 
-    Returns the weights fine-tuned on the whole set and the out-of-fold
-    probabilities.
+    Returns the weights fine-tuned on the whole set, the out-of-fold
+    probabilities and the record of the fine-tuning for the card.
     """
     Xr, yr, selection = real_finetune
     oof, finetuned = crossfit_finetune(weights, Xr, yr, work / "des_real_finetune",
                                        folds=r["real_folds"], seed=seed)
     des_metrics["real_finetune_crossfit"] = _subset_metrics(yr, oof, selection, seed)
-    des_record["real_finetune"] = {
+    record = {
         "n": int(len(yr)), "folds": r["real_folds"], **FINETUNE_DEFAULTS,
-        "shipped": bool(ship_finetuned),
+        "initial_weights": Path(weights).name, "shipped": bool(ship_finetuned),
         "note": "real_finetune_crossfit metrics are out-of-fold (each cutout scored by a "
                 "model fine-tuned on the other folds, never on it)"}
-    return finetuned, oof
+    return finetuned, oof, record
 
 
 def _finetune_hsc(des_weights, hsc_dir, work, r, workers, verbose):
@@ -471,7 +514,7 @@ def _finetune_hsc(des_weights, hsc_dir, work, r, workers, verbose):
     ht = np.arange(r["hsc_finetune"] + r["hsc_validation"], hsc_n)
     before, _ = evaluate_model(load_model(des_weights), Xh[ht], yh[ht], hsc_dir,
                                label="simulated_hsc_test_before")
-    if not (hsc_dir / "training.json").exists():
+    if not _trained_from(hsc_dir, des_weights):
         train(Xh[ft], yh[ft], Xh[hv], yh[hv], hsc_dir, initial_weights=des_weights,
               epochs=r["hsc_epochs"], batch_size=FINETUNE_DEFAULTS["batch_size"],
               learning_rate=FINETUNE_DEFAULTS["learning_rate"], seed=seed, verbose=verbose)
