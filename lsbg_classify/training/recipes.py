@@ -366,10 +366,12 @@ def build_bundled_models(work_dir, real_sets=None, real_finetune=None, ship_fine
                                                             r, seed, ship_finetuned, des_metrics)
         if ship_finetuned:
             shipped_des = finetuned
+    des_metrics |= _shipped_metrics(shipped_des, des_sim_weights, des_metrics, real_sets,
+                                    real_finetune, seed)
     threshold, cut = _threshold_and_rows(r, threshold_set, steps, shipped_step, step_table,
                                          real_sets, real_finetune, oof, shipped_des,
                                          des_sim_weights, seed)
-    des_test, _ = evaluate_model(load_model(des_sim_weights), Xt, yt, work / "des",
+    des_test, _ = evaluate_model(load_model(shipped_des), Xt, yt, work / "des",
                                  label="simulated_des_test")
     hsc_dir = work / "hsc"
     hsc_record, n_hsc_finetune, before, after = _finetune_hsc(shipped_des, hsc_dir, work, r,
@@ -470,16 +472,33 @@ def _shipped_threshold(r, shipped_scores, weights, real_sets, threshold_set):
 
 
 def _step_tables(steps, sets, shipped_step, seed):
-    """Metrics of every step on every set, and those of the shipped step for the card."""
+    """Metrics of every step on every set, and those of the simulated-sky network for the card."""
     des_metrics, step_table = {}, {}
     for step, scores in steps.items():
         step_table[step] = {}
         for label, (_, ys, selection) in sets.items():
             m = _subset_metrics(ys, scores[label], selection, seed)
             step_table[step][label] = _subset_summaries(m)
-            if step == shipped_step:
-                des_metrics[label if label.startswith("simulated") else f"{label}_shipped_model"] = m
+            if step == shipped_step and not label.startswith("simulated"):
+                des_metrics[f"{label}_simulated_sky_model"] = m
     return des_metrics, step_table
+
+
+def _shipped_metrics(shipped_des, des_sim_weights, des_metrics, real_sets, real_finetune, seed):
+    """Metrics of the shipped network on each real set, as ``real_<name>_shipped_model``.
+
+    When the shipped network was fine-tuned on a set it is not scored on
+    that set (it has seen it): the out-of-fold ``real_finetune_crossfit``
+    metrics stand for it.
+    """
+    out = {}
+    for name, (X, yr, selection) in real_sets.items():
+        if shipped_des == des_sim_weights:
+            out[f"real_{name}_shipped_model"] = des_metrics[f"real_{name}_simulated_sky_model"]
+        elif not (X.shape == real_finetune[0].shape and np.array_equal(X, real_finetune[0])):
+            prob = load_model(shipped_des).predict(X)
+            out[f"real_{name}_shipped_model"] = _subset_metrics(yr, prob, selection, seed)
+    return out
 
 
 def _finetune_on_real(weights, real_finetune, work, r, seed, ship_finetuned, des_metrics):
