@@ -97,7 +97,13 @@ def test_cache_info_and_clear(catalog, weights, tmp_path, capsys):
     _classify(catalog, tmp_path / "s.fits", weights, tmp_path)
     capsys.readouterr()
     assert main(["cache", "info", "--cache", str(tmp_path / "cache")]) == 0
-    assert "entries: 6" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "entries: 6" in out and "model_inputs: 6" in out
+    assert main(["cache", "clear", "--model-inputs", "--cache", str(tmp_path / "cache")]) == 0
+    assert "removed 6 remembered model inputs" in capsys.readouterr().out
+    assert main(["cache", "info", "--cache", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "entries: 6" in out and "model_inputs: 0" in out
     assert main(["cache", "clear", "--cache", str(tmp_path / "cache")]) == 0
     assert "removed 6" in capsys.readouterr().out
 

@@ -13,6 +13,8 @@ def add_parser(subparsers):
                    help="info: size and location; clear: remove cached cutouts")
     p.add_argument("--cache", help="cache directory (default: the user cache directory)")
     p.add_argument("--backend", help="clear only this backend's cutouts (default: all)")
+    p.add_argument("--model-inputs", action="store_true",
+                   help="clear only the remembered model inputs, keeping the cutouts")
     p.set_defaults(run=run)
     return p
 
@@ -25,6 +27,9 @@ def run(args):
     if args.action == "info":
         for key, value in cache.info().items():
             print(f"{key}: {value}")
+    elif args.model_inputs:
+        removed = cache.clear_model_inputs()
+        print(f"removed {removed} remembered model inputs from {cache.directory}")
     else:
         removed = cache.clear(backend=args.backend)
         print(f"removed {removed} cached cutouts from {cache.directory}")
