@@ -267,7 +267,7 @@ def _distil(work, r, members, X, Xv, yv, verbose):
     soft = _cached_scores(work / "scores" / f"teacher_distil_{n}.npy",
                           lambda: _ensemble_tta(members, X[:n]),
                           [file_sha256(m) for m in members], X[:n])
-    if not (student_dir / "training.json").exists():
+    if not _trained_from(student_dir, members[-1]):
         train(X[:n], soft, Xv, yv, student_dir, initial_weights=members[-1],
               epochs=r["distil_epochs"], learning_rate=r["distil_learning_rate"],
               cycle_epochs=r["distil_epochs"], seed=r["seed"] + 7, verbose=verbose,
