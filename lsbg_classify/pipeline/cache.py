@@ -116,7 +116,6 @@ _INPUT_MAGIC = b"LSBGINP\x00"
 _INPUT_SUFFIX = ".input"
 # A model input is 64×64×3 bytes; a file claiming more than this is damaged.
 _MAX_INPUT_BYTES = 1 << 20
-_HEADER_READ = 1024
 _TAG_RE = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
 _KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 _FORMAT_RE = re.compile(r"[A-Za-z0-9_.+-]{1,32}")
@@ -388,7 +387,7 @@ class CutoutCache:
         except FileNotFoundError:
             return None
         except _Corrupt as exc:
-            self._discard(path, None, str(exc))
+            self._discard(path, None, str(exc), then="it will be made again from its cutout")
             return None
         except OSError:
             return None
@@ -397,24 +396,17 @@ class CutoutCache:
         if header["source"] != source:
             _unlink_if_same(path, ident)  # stale: its payload was replaced
             return None
-        return pixels.reshape(header["shape"])
+        return pixels
 
     def _payload_sha256(self, path, key):
         """The payload checksum in the header of ``key``'s entry at ``path``; None if no usable one."""
         if not self._inside(path):
             return None
         try:
-            fd = os.open(path, _READ_FLAGS)
-        except OSError:
-            return None
-        # A small buffer: only the header is read, not the payload behind it.
-        with open(fd, "rb", buffering=_HEADER_READ) as fh:
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    return None
-                header = _read_header(fh)
-            except (OSError, _Corrupt):
-                return None  # get() tells damage apart, and removes it
+            blob, _ = self._read_file(path, self._max_file_bytes)
+            header, _ = _header_of(blob)  # the payload's own checksum is get()'s to check
+        except (OSError, _Corrupt):
+            return None  # get() tells damage apart, and removes it
         if header["status"] != status.OK or header["key"] != key:
             return None
         return header["sha256"]
@@ -444,9 +436,8 @@ class CutoutCache:
             return None
         return header, data
 
-    def _read_entry(self, path, max_bytes=None):
+    def _read_entry(self, path):
         """(bytes, identity) of an entry file; _Corrupt if it is no plain, capped file."""
-        max_bytes = self._max_file_bytes if max_bytes is None else max_bytes
         if not self._inside(path):
             if not os.path.lexists(path):
                 raise FileNotFoundError(path)
@@ -454,7 +445,7 @@ class CutoutCache:
             self._warn_once(f"cache entry {os.path.basename(path)} lies in a linked folder outside "
                             f"{self.directory}; ignored", CacheCorruptionWarning)
             raise FileNotFoundError(path)
-        return self._read_file(path, max_bytes)
+        return self._read_file(path, self._max_file_bytes)
 
     def _read_file(self, path, max_bytes):
         """(bytes, identity) of a plain file of at most ``max_bytes``.
@@ -616,10 +607,9 @@ class CutoutCache:
             return False
         return True
 
-    def _discard(self, path, ident, reason):
+    def _discard(self, path, ident, reason, then="it will be fetched again"):
         warnings.warn(
-            f"damaged cache entry {os.path.basename(path)} ({reason}); removed, it will be "
-            "fetched again",
+            f"damaged cache entry {os.path.basename(path)} ({reason}); removed, {then}",
             CacheCorruptionWarning,
             stacklevel=3,
         )
@@ -860,117 +850,97 @@ def _unlink_if_same(path, ident):
         pass
 
 
-def _encode(key, status_, fmt, message, data):
+def _pack(magic, fields, data):
+    """A file of the cache's layout: prefix, JSON header (``fields`` plus the
+    data's ``length`` and ``sha256``), data."""
     header = json.dumps(
-        {
-            "key": key,
-            "status": status_,
-            "format": fmt,
-            "message": message,
-            "length": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-        },
+        {**fields, "length": len(data), "sha256": hashlib.sha256(data).hexdigest()},
         sort_keys=True,
     ).encode("utf-8")
-    prefix = _PREFIX.pack(_MAGIC, _VERSION, len(header), zlib.crc32(header))
-    return prefix + header + data
+    return _PREFIX.pack(magic, _VERSION, len(header), zlib.crc32(header)) + header + data
+
+
+def _encode(key, status_, fmt, message, data):
+    return _pack(_MAGIC, {"key": key, "status": status_, "format": fmt, "message": message},
+                 data)
 
 
 def _encode_input(key, tag, source, image):
-    data = image.tobytes()
-    header = json.dumps(
-        {"key": key, "tag": tag, "source": source, "shape": list(image.shape),
-         "length": len(data), "sha256": hashlib.sha256(data).hexdigest()},
-        sort_keys=True,
-    ).encode("utf-8")
-    return _PREFIX.pack(_INPUT_MAGIC, _VERSION, len(header), zlib.crc32(header)) + header + data
+    return _pack(_INPUT_MAGIC, {"key": key, "tag": tag, "source": source,
+                                "shape": list(image.shape)}, image.tobytes())
 
 
-def _decode_input(blob):
-    """Split a model input file into its header and verified pixels (uint8)."""
+def _is_entry_header(header):
+    return (
+        header["status"] in _STORED
+        and isinstance(header["message"], str)
+        and (
+            isinstance(header["format"], str)
+            if header["status"] == status.OK
+            else header["format"] is None
+        )
+    )
+
+
+def _is_input_header(header):
+    shape = [int(n) for n in header["shape"]]
+    return (isinstance(header["tag"], str) and isinstance(header["source"], str)
+            and all(n > 0 for n in shape) and math.prod(shape) == header["length"])
+
+
+def _header_of(blob, magic=_MAGIC, valid=_is_entry_header):
+    """(header, data offset) of a file's first bytes; _Corrupt unless its prefix,
+    checksum and fields (common ones, then ``valid``) are sound."""
     if len(blob) < _PREFIX.size:
         raise _Corrupt("truncated header")
-    magic, version, hlen, crc = _PREFIX.unpack_from(blob)
-    start = _PREFIX.size + hlen
-    if magic != _INPUT_MAGIC or version != _VERSION or hlen > _MAX_HEADER:
-        raise _Corrupt("not a model input file")
-    header_bytes = blob[_PREFIX.size:start]
-    if len(header_bytes) != hlen or zlib.crc32(header_bytes) != crc:
-        raise _Corrupt("header checksum mismatch")
-    try:
-        header = json.loads(header_bytes.decode("utf-8"))
-        shape = tuple(int(n) for n in header["shape"])
-        ok = (all(isinstance(header[k], str) for k in ("key", "tag", "source", "sha256"))
-              and header["length"] == len(blob) - start == math.prod(shape))
-    except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise _Corrupt("unreadable header")
-    data = blob[start:]
-    if hashlib.sha256(data).hexdigest() != header["sha256"]:
-        raise _Corrupt("pixel checksum mismatch")
-    header["shape"] = shape
-    return header, np.frombuffer(data, np.uint8)
-
-
-def _parse_header(prefix, header_bytes):
-    magic, version, hlen, crc = prefix
-    if magic != _MAGIC:
+    found, version, hlen, crc = _PREFIX.unpack_from(blob)
+    if found != magic:
         raise _Corrupt("not a cache file")
     if version != _VERSION:
         raise _Corrupt(f"unsupported format version {version}")
+    if hlen > _MAX_HEADER:
+        raise _Corrupt("unreadable header")
+    start = _PREFIX.size + hlen
+    header_bytes = blob[_PREFIX.size:start]
     if len(header_bytes) != hlen:
         raise _Corrupt("truncated header")
     if zlib.crc32(header_bytes) != crc:
         raise _Corrupt("header checksum mismatch")
     try:
         header = json.loads(header_bytes.decode("utf-8"))
-        ok = (
-            isinstance(header, dict)
-            and isinstance(header["key"], str)
-            and header["status"] in _STORED
-            and isinstance(header["message"], str)
-            and isinstance(header["length"], int)
-            and isinstance(header["sha256"], str)
-            and (
-                isinstance(header["format"], str)
-                if header["status"] == status.OK
-                else header["format"] is None
-            )
-        )
+        ok = (isinstance(header, dict) and isinstance(header["key"], str)
+              and isinstance(header["length"], int) and isinstance(header["sha256"], str)
+              and valid(header))
     except (ValueError, KeyError, TypeError):
         ok = False
     if not ok:
         raise _Corrupt("unreadable header")
-    return header
+    return header, start
 
 
 def _read_header(fh):
-    raw = fh.read(_PREFIX.size)
-    if len(raw) != _PREFIX.size:
-        raise _Corrupt("truncated header")
-    prefix = _PREFIX.unpack(raw)
-    if prefix[2] > _MAX_HEADER:
-        raise _Corrupt("unreadable header")
-    return _parse_header(prefix, fh.read(prefix[2]))
+    """The header of the entry file open as ``fh``, read without its payload."""
+    blob = fh.read(_PREFIX.size)
+    if len(blob) == _PREFIX.size and _PREFIX.unpack(blob)[2] <= _MAX_HEADER:
+        blob += fh.read(_PREFIX.unpack(blob)[2])
+    return _header_of(blob)[0]
 
 
-def _decode(blob):
-    """Split a cache file into its header and verified payload."""
-    if len(blob) < _PREFIX.size:
-        raise _Corrupt("truncated header")
-    prefix = _PREFIX.unpack_from(blob)
-    hlen = prefix[2]
-    if hlen > _MAX_HEADER:
-        raise _Corrupt("unreadable header")
-    start = _PREFIX.size + hlen
-    header = _parse_header(prefix, blob[_PREFIX.size : start])
+def _decode(blob, magic=_MAGIC, valid=_is_entry_header):
+    """Split a cache file into its header and verified data."""
+    header, start = _header_of(blob, magic, valid)
     data = blob[start:]
     if len(data) != header["length"]:
         raise _Corrupt(f"payload is {len(data)} bytes, expected {header['length']}")
     if hashlib.sha256(data).hexdigest() != header["sha256"]:
         raise _Corrupt("payload checksum mismatch")
     return header, data
+
+
+def _decode_input(blob):
+    """Split a model input file into its header and verified pixels (uint8, shaped)."""
+    header, data = _decode(blob, _INPUT_MAGIC, _is_input_header)
+    return header, np.frombuffer(data, np.uint8).reshape(header["shape"])
 
 
 #: The ``cache=`` default of the pipeline's functions: the per-user cache in
