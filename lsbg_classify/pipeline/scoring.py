@@ -146,20 +146,22 @@ def _iter_images(backend, ra, dec, rows, cache, refresh, workers, progress):
     threads = decode_threads()
     bar = _progress(len(rows), "fetch", progress)
 
-    def decode_and_remember(row, outcome):
+    def key_of(row):
+        return backend.cache_key(ra[row], dec[row])
+
+    def decode_and_remember(key, outcome):
         decoded = _decode(outcome, mapping)
         if cache is not None and decoded[0] is not None:
-            cache.put_model_input(backend.cache_key(ra[row], dec[row]), tag, decoded[0],
-                                  outcome.payload)
+            cache.put_model_input(key, tag, decoded[0], outcome.payload)
         return decoded
 
     def read_cached(row):
-        key = backend.cache_key(ra[row], dec[row])
+        key = key_of(row)
         image = cache.get_model_input(key, tag)
         if image is not None and image.shape == _INPUT_SHAPE:
             return image, status.OK, ""
         hit = cache.get(key)
-        return None if hit is None else decode_and_remember(row, hit)
+        return None if hit is None else decode_and_remember(key, hit)
 
     try:
         missing = []
@@ -174,13 +176,13 @@ def _iter_images(backend, ra, dec, rows, cache, refresh, workers, progress):
                     yield (row, *decoded)
 
         def store(i, outcome):
-            row = missing[i]
-            cache.put(backend.cache_key(ra[row], dec[row]), outcome)
+            cache.put(key_of(missing[i]), outcome)
+
+        def decode_fetched(pair):
+            return decode_and_remember(key_of(missing[pair[0]]), pair[1])
 
         fetched = backend.fetch(ra[missing], dec[missing], workers=workers,
                                 on_fetched=None if cache is None else store)
-        def decode_fetched(pair):
-            return decode_and_remember(missing[pair[0]], pair[1])
 
         for (i, outcome), decoded in _in_order(fetched, decode_fetched, threads):
             bar.update()
