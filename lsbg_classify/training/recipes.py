@@ -464,7 +464,7 @@ def _threshold_and_rows(r, threshold_set, steps, shipped_step, step_table, real_
 def _shipped_threshold(r, shipped_scores, weights, real_sets, threshold_set):
     """The class threshold chosen on ``threshold_set`` for the shipped step's model."""
     name = next((k for k, v in real_sets.items()
-                 if v[0].shape == threshold_set[0].shape and np.array_equal(v[0], threshold_set[0])),
+                 if np.array_equal(v[0], threshold_set[0])),
                 None)
     prob = (shipped_scores[f"real_{name}"] if name else
             load_model(weights).predict(threshold_set[0]))
@@ -491,14 +491,13 @@ def _shipped_metrics(shipped_des, des_sim_weights, des_metrics, real_sets, real_
     that set (it has seen it): the out-of-fold ``real_finetune_crossfit``
     metrics stand for it.
     """
-    out = {}
-    for name, (X, yr, selection) in real_sets.items():
-        if shipped_des == des_sim_weights:
-            out[f"real_{name}_shipped_model"] = des_metrics[f"real_{name}_simulated_sky_model"]
-        elif not (X.shape == real_finetune[0].shape and np.array_equal(X, real_finetune[0])):
-            prob = load_model(shipped_des).predict(X)
-            out[f"real_{name}_shipped_model"] = _subset_metrics(yr, prob, selection, seed)
-    return out
+    if shipped_des == des_sim_weights:
+        return {f"real_{name}_shipped_model": des_metrics[f"real_{name}_simulated_sky_model"]
+                for name in real_sets}
+    model = load_model(shipped_des)
+    return {f"real_{name}_shipped_model": _subset_metrics(yr, model.predict(X), selection, seed)
+            for name, (X, yr, selection) in real_sets.items()
+            if not np.array_equal(X, real_finetune[0])}
 
 
 def _finetune_on_real(weights, real_finetune, work, r, seed, ship_finetuned, des_metrics):
