@@ -386,3 +386,7 @@ def test_calibrate_compares_real_cutouts_with_the_simulated_sky(tmp_path, capsys
     assert (out / "real_vs_simulated.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["calibrate", str(real), "--selection", "nowhere"]) == 2
     assert "no real cutouts selected" in capsys.readouterr().err
+    assert main(["calibrate", str(real), "-n", "8", "--depth", "0.6"]) == 0
+    assert "depth 0.6" in capsys.readouterr().out
+    assert main(["calibrate", str(real), "--depth", "0"]) == 2
+    assert "--depth must be a positive number" in capsys.readouterr().err

@@ -71,6 +71,20 @@ def test_render_bands_shape_units_and_determinism():
     assert mad[2] > mad[0] and mad[2] > mad[1]
 
 
+def test_depth_scales_only_the_noise():
+    cubes = {d: render_bands(35.0, -5.0, "des", seed=1, label=1, depth=d) for d in (1.0, 0.75, 0.5)}
+    # The same draws at every depth: the pixels are linear in it, through the noise alone.
+    step = cubes[1.0][0] - cubes[0.75][0]
+    assert np.abs(step).max() > 0
+    assert np.allclose(step, cubes[0.75][0] - cubes[0.5][0], atol=1e-6)
+    noise = {d: np.array(info["noise_nmgy_per_native_pix"]) for d, (_, info) in cubes.items()}
+    assert np.allclose(noise[0.5], 0.5 * noise[1.0])
+    assert cubes[0.5][1]["kind"] == cubes[1.0][1]["kind"]
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="depth must be a positive number"):
+            render_bands(35.0, -5.0, "des", seed=1, label=1, depth=bad)
+
+
 def test_render_bands_default_label_is_truth_label():
     for ra in (10.0, 11.0, 12.0, 13.0):
         _, info = render_bands(ra, -30.0, "des", seed=5, size=SMALL)

@@ -20,6 +20,8 @@ def add_parser(subparsers):
                    choices=["antialias", "bilinear", "nearest", "mixed"],
                    help="how simulated 256 px cutouts become 64 px")
     p.add_argument("--randomize", action="store_true", help="with domain randomisation")
+    p.add_argument("--depth", type=float, default=1.0,
+                   help="sky noise relative to the DES DR1 depth (0.6 matches Legacy Surveys DR9)")
     add_outdir_option(p, what="write the table (ECSV) and a contact sheet (PNG) here "
                               "(default: print only)")
     p.set_defaults(run=run)
@@ -41,10 +43,14 @@ def run(args):
             real = real[data["selection"] == args.selection]
     if len(real) == 0:
         raise UsageError(f"no real cutouts selected from {args.real}")
+    if not np.isfinite(args.depth) or args.depth <= 0:
+        raise UsageError(f"--depth must be a positive number, not {args.depth:g}")
     found = compare_with_simulation(real, args.count, seed=args.seed, randomize=args.randomize,
-                                    resample=args.resample, output_dir=args.outdir)
+                                    resample=args.resample, output_dir=args.outdir,
+                                    depth=args.depth)
     print(f"{len(real)} real cutouts from {Path(args.real).name} vs {found.n_simulated} simulated "
-          f"(simulator {SIMULATOR_VERSION}, resample {args.resample}); z = (sim - real) / real scatter")
+          f"(simulator {SIMULATOR_VERSION}, resample {args.resample}, depth {args.depth:g}); "
+          "z = (sim - real) / real scatter")
     found.table.pprint(max_lines=-1, max_width=-1)
     for model, d in found.discriminators.items():
         print(f"real-vs-simulated background discriminator ({model}): AUC {d['auc']:.2f} "

@@ -328,7 +328,7 @@ class SimulationComparison:
 
 
 def compare_with_simulation(real_X, n_simulated, seed=0, randomize=False, resample="bilinear",
-                            output_dir=None):
+                            output_dir=None, depth=1.0):
     """Simulate DES cutouts and compare them with real ones, by statistics and by classifiers.
 
     Parameters
@@ -347,6 +347,10 @@ def compare_with_simulation(real_X, n_simulated, seed=0, randomize=False, resamp
     output_dir : path-like, optional
         Folder (made if missing) for :data:`COMPARISON_TABLE` (ECSV) and
         :data:`COMPARISON_SHEET` (PNG).
+    depth : float
+        Sky noise of the simulated cutouts relative to the DES DR1 depth
+        (0.6 for Legacy Surveys DR9 cutouts; see
+        :func:`~lsbg_classify.simulation.render.render_bands`).
 
     Returns
     -------
@@ -355,7 +359,7 @@ def compare_with_simulation(real_X, n_simulated, seed=0, randomize=False, resamp
     from ..simulation.training_set import make_training_set
 
     sim, _ = make_training_set(n_simulated, survey="des", seed=seed, randomize=randomize,
-                               resample=resample)
+                               resample=resample, depth=depth)
     table = compare_real_vs_simulated(real_X, sim)
     discriminators = {name: discriminator_test(real_X, sim, seed=seed, model=name)
                       for name in DISCRIMINATORS}

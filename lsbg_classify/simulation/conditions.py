@@ -139,10 +139,6 @@ _SKY_OFFSET = (-0.006, -0.012, -0.03)
 # matches the real texture; randomisation draws 0-0.6.
 _NOISE_CORRELATION = 0.0
 
-# Multiplies the noise of every cutout (1 = the depths above); calibration
-# scripts set it to mimic a deeper release such as DR9.
-_DEPTH_FACTOR = 1.0
-
 # Margin (native pixels) drawn around the cutout so light from just outside
 # reaches it and the FFT's wrap-around stays out of view.
 MARGIN = 16
@@ -211,7 +207,7 @@ class Conditions:
     jpeg_quality: int
 
 
-def draw_conditions(rng, model, native_scale, randomize):
+def draw_conditions(rng, model, native_scale, randomize, depth=1.0):
     fwhm0 = np.asarray(model.psf_fwhm)
     scatter = model.psf_scatter * (1.6 if randomize else 1.0)
     fwhm = fwhm0 * math.exp(rng.normal(0.0, scatter)) * np.exp(rng.normal(0.0, 0.04, 3))
@@ -231,8 +227,9 @@ def draw_conditions(rng, model, native_scale, randomize):
     else:
         depth_factor = math.exp(rng.normal(0.0, dscatter))
         band_jitter = 0.06
-    sigma = (sigma * depth_factor * np.asarray(_DEPTH_FACTOR)
-             * np.exp(rng.normal(0.0, band_jitter, 3)))
+    # ``depth`` (1 = the depths above) mimics another release, e.g. 0.6 for
+    # the DR9 dev cutouts; it scales the noise only, not the drawn sky.
+    sigma = sigma * depth_factor * depth * np.exp(rng.normal(0.0, band_jitter, 3))
     # Residual sky (nanomaggies per arcsec^2).  The asinh stretch clips
     # negative noise at zero, which lifts the mean sky of noisy bands; the
     # slightly negative offsets (coadd sky over-subtraction is common) bring

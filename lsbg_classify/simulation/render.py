@@ -189,7 +189,7 @@ def geometry(info, size, pixel_scale, randomize, rng):
     return size, ps, k, render_scale, n
 
 
-def _render(ra, dec, survey, seed, label, size, pixel_scale, randomize):
+def _render(ra, dec, survey, seed, label, size, pixel_scale, randomize, depth):
     info = survey_info(survey)
     name = info.name if info.name in MODELS else "des"
     model = MODELS[name]
@@ -198,7 +198,7 @@ def _render(ra, dec, survey, seed, label, size, pixel_scale, randomize):
     label = int(label)
     rng = cutout_rng(ra, dec, seed, STREAM_SCENE, label, int(bool(randomize)))
     size, ps, k, scale, n = geometry(info, size, pixel_scale, randomize, rng)
-    cond = draw_conditions(rng, model, scale, randomize)
+    cond = draw_conditions(rng, model, scale, randomize, depth)
     ctx = Context(name, model, cond)
     scene = Scene(n, scale)
 
@@ -260,7 +260,8 @@ def _render(ra, dec, survey, seed, label, size, pixel_scale, randomize):
     return out, info_dict
 
 
-def render_bands(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=None, randomize=False):
+def render_bands(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=None, randomize=False,
+                 depth=1.0):
     """Render the simulated band images of one cutout.
 
     Parameters
@@ -282,6 +283,9 @@ def render_bands(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=Non
         Domain randomisation for training: wider PSF, depth, sky and
         calibration ranges, field-of-view jitter (when ``pixel_scale`` is
         not given) and JPEG quality.
+    depth : float
+        Multiplies the sky noise (1 = the survey's calibrated depth, DES
+        DR1 for DES; 0.6 matches the deeper Legacy Surveys DR9 cutouts).
 
     Returns
     -------
@@ -292,7 +296,9 @@ def render_bands(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=Non
         ``label``, ``kind`` (what was drawn at the centre), observing
         conditions and the centre object's parameters.
     """
-    return _render(ra, dec, survey, seed, label, size, pixel_scale, randomize)
+    if not (np.isfinite(depth) and depth > 0):
+        raise ValueError(f"depth must be a positive number, not {depth!r}")
+    return _render(ra, dec, survey, seed, label, size, pixel_scale, randomize, depth)
 
 
 def encode_jpeg(rgb, quality):
@@ -303,7 +309,8 @@ def encode_jpeg(rgb, quality):
     return buf.getvalue()
 
 
-def render_jpeg(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=None, randomize=False):
+def render_jpeg(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=None, randomize=False,
+                depth=1.0):
     """Render the cutout the viewer's ``cutout.jpg`` would return.
 
     Parameters are those of :func:`render_bands`.
@@ -317,7 +324,7 @@ def render_jpeg(ra, dec, survey, seed=0, label=None, size=None, pixel_scale=None
     from ..colour import asinh_rgb
 
     info = survey_info(survey)
-    cube, meta = render_bands(ra, dec, info, seed, label, size, pixel_scale, randomize)
+    cube, meta = render_bands(ra, dec, info, seed, label, size, pixel_scale, randomize, depth)
     # Bluest-first cube; the mapping wants red, green, blue.
     rgb = asinh_rgb(cube[::-1], info.colour)
     rgb8 = np.round(rgb * 255.0).astype(np.uint8)

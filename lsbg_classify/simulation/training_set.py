@@ -50,8 +50,8 @@ def _decode_to_model(data, method="antialias"):
 
 
 def _render_model_input(args):
-    ra, dec, survey, seed, label, randomize, method = args
-    data = render_jpeg(ra, dec, survey, seed=seed, label=label, randomize=randomize)
+    ra, dec, survey, seed, label, randomize, method, depth = args
+    data = render_jpeg(ra, dec, survey, seed=seed, label=label, randomize=randomize, depth=depth)
     return _decode_to_model(data, method)
 
 
@@ -67,7 +67,8 @@ def _training_positions(n, seed):
     return ra, dec, labels
 
 
-def make_training_set(n, survey="des", seed=0, randomize=True, workers=1, resample=None):
+def make_training_set(n, survey="des", seed=0, randomize=True, workers=1, resample=None,
+                      depth=1.0):
     """Simulated, balanced training cutouts as the model sees them.
 
     Parameters
@@ -89,6 +90,9 @@ def make_training_set(n, survey="des", seed=0, randomize=True, workers=1, resamp
         20 % nearest).  Default ``"antialias"``: exactly what scoring does
         to a viewer JPEG (``preprocess.decode_image_uint8`` ->
         ``preprocess.resize_uint8``), the paper's PIL resize.
+    depth : float
+        Multiplies the sky noise (see :func:`render_bands`), e.g. 0.6 to
+        compare with Legacy Surveys DR9 cutouts.
 
     Returns
     -------
@@ -111,7 +115,8 @@ def make_training_set(n, survey="des", seed=0, randomize=True, workers=1, resamp
     else:
         raise ValueError(f"unknown resample {resample!r}; choose 'mixed' or one of {RESAMPLE_METHODS}")
     tasks = [
-        (float(ra[i]), float(dec[i]), info.name, int(seed), int(y[i]), bool(randomize), str(methods[i]))
+        (float(ra[i]), float(dec[i]), info.name, int(seed), int(y[i]), bool(randomize), str(methods[i]),
+         float(depth))
         for i in range(n)
     ]
     X = np.empty((n, 64, 64, 3), dtype=np.uint8)
