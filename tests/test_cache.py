@@ -432,6 +432,23 @@ def test_damaged_model_input_is_removed_with_a_warning(tmp_path, damage):
     assert cache.get(KEY).payload == payload  # the payload itself is kept
 
 
+@pytest.mark.parametrize("shape", [[64.0, 64.0, 3.0], "643", [64, 64, -3], [64, 64]])
+def test_model_input_with_a_forged_shape_is_damaged(tmp_path, shape):
+    from lsbg_classify.pipeline import cache as cache_module
+
+    cache = CutoutCache(tmp_path)
+    payload = Payload(JPEG_BYTES, "jpeg")
+    cache.put(KEY, FetchOutcome(status.OK, payload))
+    fields = {"key": KEY, "tag": TAG, "source": hashlib.sha256(JPEG_BYTES).hexdigest(),
+              "shape": shape}
+    # Checksums intact: only the shape is wrong.
+    path = cache.input_path(KEY)
+    path.write_bytes(cache_module._pack(cache_module._INPUT_MAGIC, fields, _pixels().tobytes()))
+    with pytest.warns(CacheCorruptionWarning, match=path.name):
+        assert cache.get_model_input(KEY, TAG) is None
+    assert not path.exists()
+
+
 def test_delete_and_clear_remove_model_inputs(tmp_path):
     cache = CutoutCache(tmp_path)
     for i in range(3):

@@ -370,8 +370,8 @@ class CutoutCache:
         numpy.ndarray (uint8) or None
             The pixels stored by :meth:`put_model_input` with this tag, when
             the entry's header says it still holds the payload they were
-            made from (the payload itself is not read: its checksum is
-            checked by :meth:`get`, when it is needed); None otherwise.  A
+            made from (the payload's checksum is not recomputed: :meth:`get`
+            checks it when the payload is needed); None otherwise.  A
             damaged memo is removed, with a :class:`CacheCorruptionWarning`;
             a stale one silently.
         """
@@ -883,9 +883,12 @@ def _is_entry_header(header):
 
 
 def _is_input_header(header):
-    shape = [int(n) for n in header["shape"]]
+    shape = header["shape"]
+    # Whole numbers only: a shape of floats or a string would pass a product
+    # check and then fail in reshape, outside the damage handling.
     return (isinstance(header["tag"], str) and isinstance(header["source"], str)
-            and all(n > 0 for n in shape) and math.prod(shape) == header["length"])
+            and isinstance(shape, list) and all(type(n) is int and n > 0 for n in shape)
+            and math.prod(shape) == header["length"])
 
 
 def _header_of(blob, magic=_MAGIC, valid=_is_entry_header):

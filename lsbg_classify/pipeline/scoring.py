@@ -223,7 +223,7 @@ def fetch_images(ra, dec, backend, cache=DEFAULT_CACHE, refresh=False, workers=D
     dec = np.asarray(dec, dtype=np.float64)
     n = len(ra)
     valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
-    images = np.zeros((n, MODEL_IMAGE_SIZE, MODEL_IMAGE_SIZE, 3), np.float32)
+    images = np.zeros((n, *_INPUT_SHAPE), np.float32)
     row_status = np.full(n, status.INVALID_POSITION, dtype=f"U{status.STATUS_WIDTH}")
     messages = {}
     rows = np.flatnonzero(valid)
