@@ -339,19 +339,19 @@ def decode_throughput(payloads, mapping, threads=None):
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..pipeline.preprocess import prepare_payload
+    from ..pipeline.preprocess import prepare_payload_uint8
     from ..pipeline.scoring import decode_threads
 
     threads = decode_threads() if threads is None else int(threads)
-    prepare_payload(payloads[0], mapping)
+    prepare_payload_uint8(payloads[0], mapping)
     # Best of a few passes, alternating the two, as for the matmul limit:
     # on a shared machine the slow passes measure the neighbours.
     one, every = [], []
     with ThreadPoolExecutor(threads) as pool:
         for _ in range(DECODE_REPEATS):
-            one.append(_seconds(lambda: [prepare_payload(p, mapping) for p in payloads]))
+            one.append(_seconds(lambda: [prepare_payload_uint8(p, mapping) for p in payloads]))
             every.append(_seconds(
-                lambda: list(pool.map(lambda p: prepare_payload(p, mapping), payloads))))
+                lambda: list(pool.map(lambda p: prepare_payload_uint8(p, mapping), payloads))))
     one, every = min(one), min(every)
     return {"per_core": len(payloads) / one, "threads": threads,
             "all_threads": len(payloads) / every}
@@ -611,7 +611,7 @@ def end_to_end_throughput(ra, dec, model, cache, survey="des", seed=0):
     from astropy.table import Table
 
     from ..pipeline.classify import classify_catalog
-    from ..pipeline.preprocess import prepare_payload
+    from ..pipeline.preprocess import prepare_payload_uint8
 
     ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
     table = Table({"ra": ra, "dec": dec})
@@ -631,7 +631,7 @@ def end_to_end_throughput(ra, dec, model, cache, survey="des", seed=0):
         sample = min(len(ra), DECODE_SAMPLE_ROWS)
         started = time.perf_counter()
         for r, d in zip(ra[:sample], dec[:sample]):
-            prepare_payload(cache.get(backend.cache_key(r, d)).payload, backend.survey.colour)
+            prepare_payload_uint8(cache.get(backend.cache_key(r, d)).payload, backend.survey.colour)
         decode_seconds = time.perf_counter() - started
     same = np.array_equal(runs["decoding"].pop("prob"), runs["model_inputs"].pop("prob"),
                           equal_nan=True)
